@@ -1,0 +1,187 @@
+"""Train a SimCLR model on a folder of images, without labels.
+
+Usage:
+    python SSL_Train.py                                   # the settings below (OATH on a GPU)
+    python SSL_Train.py --DATA_DIR=data/sample/galaxies --RUN_NAME=try1 --INPUT_SIZE=64
+    python SSL_Train.py --RUN_NAME=try1 --RESUME=True     # continue from checkpoints/try1/last.ckpt
+
+Edit the hyperparameters below or override any of them as --NAME=value (see --help).
+Everything the run writes goes to checkpoints/<RUN_NAME>/: config.json, best.ckpt (lowest
+validation loss), last.ckpt, and logs/version_N/metrics.csv.
+"""
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities import rank_zero_only
+from torch.utils.data import DataLoader
+
+from collate import PRESETS, train_transform
+from config import UserError, format_config, require, resolve_config, run_main, usage, wants_help, write_json
+from images import ImageFolder, collate_readable, detect_channels, find_images, loader_workers
+from model import BACKBONES, AtomicCheckpointIO, SimCLR, read_checkpoint
+
+# ---- hyperparameters --------------------------------------------------------------------------
+DATA_DIR = "data/oath/images/cropped_scaled"  # folder of images, searched recursively (png, jpg, tif, bmp)
+RUN_NAME = "oath_simclr"        # run folder name under CHECKPOINT_DIR; an existing one is never overwritten
+CHECKPOINT_DIR = "checkpoints"  # where run folders live
+RESUME = False                  # True: continue the run RUN_NAME from its last.ckpt
+AUGMENTATION = "allsky"         # augmentation preset in collate.py: allsky | astro | natural
+BACKBONE = "resnet18"           # torchvision ResNet, random init: resnet18 | resnet34 | resnet50
+CHANNELS = 0                    # model input channels: 0 = from the data (1 if all grey, else 3) | 1 | 3
+INPUT_SIZE = 128                # px, side of the square crops the network sees (OATH images are 150 px)
+BATCH_SIZE = 256                # images per step per device (each gives two views)
+MAX_EPOCHS = 100                # passes over the training split
+WARMUP_EPOCHS = 10              # epochs of linear learning-rate warm-up, < MAX_EPOCHS
+LR = 0.075                      # LARS base rate; the rate used is LR * sqrt(BATCH_SIZE) (SimCLR app. B.1)
+WEIGHT_DECAY = 1e-6             # LARS weight decay on conv/linear weights (SimCLR app. B.1)
+TEMPERATURE = 0.5               # NT-Xent temperature, > 0 (SimCLR's CIFAR-10 setting, app. B.9)
+PROJ_HIDDEN_DIM = 512           # projection head hidden width
+PROJ_OUT_DIM = 128              # projection head output width, where the loss is computed (SimCLR: 128)
+VAL_FRACTION = 0.1              # share of images held out for validation loss, in [0, 0.5)
+NUM_WORKERS = -1                # data-loading processes: -1 = one per CPU core (capped) | 0 = in-process
+ACCELERATOR = "auto"            # auto (GPU if present) | gpu | cpu
+DEVICES = 1                     # GPUs (or CPU processes) per node; > 1 trains with DDP
+NUM_NODES = 1                   # machines, for multi-node (e.g. SLURM) runs
+SEED = 42                       # seeds the split, initialisation and augmentations
+LOG_EVERY_N_STEPS = 10          # training steps between rows of logs/version_N/metrics.csv
+# -----------------------------------------------------------------------------------------------
+
+
+def check_config(cfg: dict) -> None:
+    require(cfg["AUGMENTATION"] in PRESETS,
+            f"--AUGMENTATION={cfg['AUGMENTATION']}: choose one of {', '.join(PRESETS)}")
+    require(cfg["BACKBONE"] in BACKBONES,
+            f"--BACKBONE={cfg['BACKBONE']}: choose one of {', '.join(BACKBONES)}")
+    require(cfg["CHANNELS"] in (0, 1, 3), f"--CHANNELS={cfg['CHANNELS']}: choose 0 (auto), 1 or 3")
+    for name in ("INPUT_SIZE", "BATCH_SIZE", "MAX_EPOCHS", "PROJ_HIDDEN_DIM", "PROJ_OUT_DIM",
+                 "DEVICES", "NUM_NODES"):
+        require(cfg[name] >= 1, f"--{name}={cfg[name]}: must be at least 1")
+    require(0 <= cfg["WARMUP_EPOCHS"] < cfg["MAX_EPOCHS"],
+            f"--WARMUP_EPOCHS={cfg['WARMUP_EPOCHS']}: must be >= 0 and below MAX_EPOCHS={cfg['MAX_EPOCHS']}")
+    require(cfg["LR"] > 0 and cfg["TEMPERATURE"] > 0 and cfg["WEIGHT_DECAY"] >= 0,
+            "--LR and --TEMPERATURE must be > 0, --WEIGHT_DECAY >= 0")
+    require(0 <= cfg["VAL_FRACTION"] < 0.5, f"--VAL_FRACTION={cfg['VAL_FRACTION']}: must be in [0, 0.5)")
+    require(cfg["NUM_WORKERS"] >= -1, f"--NUM_WORKERS={cfg['NUM_WORKERS']}: -1 (auto), 0 or more")
+    require(cfg["ACCELERATOR"] in ("auto", "gpu", "cpu"),
+            f"--ACCELERATOR={cfg['ACCELERATOR']}: choose auto, gpu or cpu")
+    require(cfg["RUN_NAME"] and "/" not in cfg["RUN_NAME"] and cfg["RUN_NAME"] not in (".", ".."),
+            f"--RUN_NAME={cfg['RUN_NAME']!r}: give a plain folder name")
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    """Create the run folder; never reuse a finished or running one unless resuming it."""
+    if resume:
+        if not (run_dir / "last.ckpt").is_file():
+            raise UserError(f"cannot resume: {run_dir / 'last.ckpt'} does not exist; "
+                            f"drop --RESUME=True to start run {run_dir.name!r} afresh")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise UserError(f"run folder {run_dir} already exists; pass --RESUME=True to continue it "
+                        f"or choose another --RUN_NAME")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def split_files(files: list, val_fraction: float, seed: int):
+    """A seeded random train/validation split (the same on every resume)."""
+    order = np.random.default_rng(seed).permutation(len(files))
+    n_val = math.ceil(val_fraction * len(files)) if val_fraction > 0 else 0
+    n_val = min(n_val, len(files) - 1)
+    val = sorted(files[i] for i in order[:n_val])
+    train = sorted(files[i] for i in order[n_val:])
+    return train, val
+
+
+def choose_hardware(cfg: dict):
+    """(accelerator, precision): bf16 mixed precision on GPUs that support it, fp32 on the CPU."""
+    has_gpu = torch.cuda.is_available()
+    if cfg["ACCELERATOR"] == "gpu" and not has_gpu:
+        raise UserError("--ACCELERATOR=gpu but PyTorch sees no CUDA GPU; use --ACCELERATOR=auto or cpu")
+    if cfg["ACCELERATOR"] == "cpu" or not has_gpu:
+        if cfg["ACCELERATOR"] == "auto":
+            print("no CUDA GPU found: training on the CPU (fine for the demo, slow for OATH)")
+        return "cpu", "32-true"
+    return "gpu", "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def check_resume_matches(run_dir: Path, model) -> None:
+    """Refuse to resume into a differently shaped network (the weights would not fit)."""
+    saved = read_checkpoint(run_dir / "last.ckpt")["hyper_parameters"]
+    for key in ("backbone", "in_channels", "proj_hidden_dim", "proj_out_dim"):
+        if saved.get(key) != model.hparams[key]:
+            raise UserError(f"cannot resume {run_dir}: it was trained with {key}={saved.get(key)!r}, "
+                            f"now {key}={model.hparams[key]!r}; use the run's config.json settings")
+
+
+def main(argv):
+    if wants_help(argv):
+        print(usage(__doc__, __file__))
+        return
+    cfg = resolve_config(globals(), argv)
+    check_config(cfg)
+    files = find_images(cfg["DATA_DIR"])
+    channels = cfg["CHANNELS"] or detect_channels(cfg["DATA_DIR"], files)
+    train_files, val_files = split_files(files, cfg["VAL_FRACTION"], cfg["SEED"])
+    workers = loader_workers(cfg["NUM_WORKERS"])
+    accelerator, precision = choose_hardware(cfg)
+    resolved = {"data_dir": str(Path(cfg["DATA_DIR"]).resolve()), "channels": channels,
+                "n_train": len(train_files), "n_val": len(val_files), "num_workers": workers,
+                "accelerator": accelerator, "precision": precision}
+    run_dir = Path(cfg["CHECKPOINT_DIR"]) / cfg["RUN_NAME"]
+    # Under DDP every rank runs this script; only rank 0 claims the folder and writes the config.
+    if rank_zero_only.rank == 0:
+        prepare_run_dir(run_dir, cfg["RESUME"])
+        print(f"run folder: {run_dir}\nhyperparameters:\n{format_config(cfg)}\n"
+              f"resolved:\n{format_config(resolved)}")
+        name = f"config.resume{len(list(run_dir.glob('config*.json')))}.json" if cfg["RESUME"] else "config.json"
+        write_json(run_dir / name, {"hyperparameters": cfg, "resolved": resolved})
+
+    pl.seed_everything(cfg["SEED"], workers=True, verbose=False)
+    transform = train_transform(cfg["AUGMENTATION"], cfg["INPUT_SIZE"], channels)
+
+    def loader(names, shuffle):
+        dataset = ImageFolder(cfg["DATA_DIR"], names, channels, transform)
+        return DataLoader(dataset, batch_size=cfg["BATCH_SIZE"], shuffle=shuffle,
+                          # NT-Xent needs negatives: drop a ragged last batch unless it is the only one
+                          drop_last=shuffle and len(names) > cfg["BATCH_SIZE"],
+                          num_workers=workers, persistent_workers=workers > 0,
+                          pin_memory=accelerator == "gpu", collate_fn=collate_readable)
+
+    model = SimCLR(backbone=cfg["BACKBONE"], in_channels=channels, input_size=cfg["INPUT_SIZE"],
+                   augmentation=cfg["AUGMENTATION"], proj_hidden_dim=cfg["PROJ_HIDDEN_DIM"],
+                   proj_out_dim=cfg["PROJ_OUT_DIM"], temperature=cfg["TEMPERATURE"], lr=cfg["LR"],
+                   weight_decay=cfg["WEIGHT_DECAY"], warmup_epochs=cfg["WARMUP_EPOCHS"],
+                   max_epochs=cfg["MAX_EPOCHS"], batch_size=cfg["BATCH_SIZE"])
+    if cfg["RESUME"]:
+        check_resume_matches(run_dir, model)
+    monitor = "val_loss" if val_files else "train_loss_epoch"
+    checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode="min",
+                                 save_top_k=1, save_last=True, auto_insert_metric_name=False)
+    distributed = cfg["DEVICES"] * cfg["NUM_NODES"] > 1
+    trainer = pl.Trainer(
+        max_epochs=cfg["MAX_EPOCHS"], accelerator=accelerator, devices=cfg["DEVICES"],
+        num_nodes=cfg["NUM_NODES"], precision=precision,
+        strategy="ddp" if distributed else "auto", sync_batchnorm=distributed,
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="epoch")],
+        logger=CSVLogger(run_dir, name="logs"), plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=cfg["LOG_EVERY_N_STEPS"], enable_model_summary=False)
+    trainer.fit(model, loader(train_files, True), loader(val_files, False) if val_files else None,
+                ckpt_path=str(run_dir / "last.ckpt") if cfg["RESUME"] else None)
+
+    if trainer.global_rank == 0:
+        std = trainer.callback_metrics.get("val_output_std" if val_files else "train_output_std")
+        healthy = 1 / math.sqrt(cfg["PROJ_OUT_DIM"])
+        if std is not None:
+            print(f"collapse monitor: output std {float(std):.4f} (healthy ~{healthy:.4f}, collapsed 0)")
+        print(f"best checkpoint: {checkpoint.best_model_path}\nlast checkpoint: {checkpoint.last_model_path}")
+        print(f"next: python SSL_Evaluate.py --RUN={run_dir} --QUERY=<image file name>")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    run_main(main)

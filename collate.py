@@ -1,0 +1,61 @@
+"""Augmentation presets for SimCLR training and the one deterministic evaluation transform.
+
+Built on lightly.transforms (lightly's collate-function API is deprecated). Pick a preset by
+name with AUGMENTATION in SSL_Train.py:
+
+  allsky   auroral all-sky cameras (OATH / THEMIS): any rotation, both flips, crops >= 30 %,
+           blur, brightness/contrast only
+  astro    sky-survey cutouts (galaxies, radio sources): any rotation, both flips, mild crops
+           that keep the centred object, brightness/contrast only
+  natural  lightly's SimCLR defaults for everyday photographs (Chen et al. 2020)
+
+Both scripts take their preprocessing from here, so a model is always queried the way it was
+trained.
+"""
+
+import torchvision.transforms as T
+from lightly.transforms import SimCLRTransform
+
+# ImageNet statistics (lightly's default) for 3-channel input; for 1-channel input the mean of
+# the three, the usual choice when a grey image goes through an ImageNet-style network.
+RGB_MEAN, RGB_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+GREY_MEAN, GREY_STD = [0.449], [0.226]
+
+# Keyword arguments of lightly's SimCLRTransform for each preset; anything not named keeps
+# lightly's default (gaussian_blur=0.5, sigmas=(0.1, 2), cj_prob=0.8).
+PRESETS = {
+    # An all-sky image has no "up": the camera's orientation relative to the aurora is arbitrary
+    # (the OATH set itself was augmented by rotation, Clausen & Nickisch 2018), so any angle and
+    # both flips are label-preserving. No hue/saturation jitter and no random greyscale: THEMIS
+    # is a white-light monochrome imager, and in colour cameras the auroral emission line
+    # (green 557.7 nm vs red 630.0 nm) is physics, not nuisance. Brightness/contrast jitter
+    # stands in for exposure, moonlight and background changes. Crops keep >= 30 % of the
+    # area so an arc or a patch is still recognisable.
+    "allsky": dict(cj_bright=0.4, cj_contrast=0.4, cj_sat=0.0, cj_hue=0.0, random_gray_scale=0.0,
+                   min_scale=0.3, rr_prob=1.0, rr_degrees=180.0, vf_prob=0.5, hf_prob=0.5),
+    # A galaxy or radio source has no preferred orientation on the sky, but its colour is its
+    # stellar population (and band ratios are measurements), so no colour shifts. The object is
+    # centred in the cutout; crops keep >= 60 % of it (small crops, as for SDSS cutouts in Hayat et al.
+    # 2021, "Self-supervised Representation Learning for Astronomical Images", ApJL 911, L33).
+    "astro": dict(cj_bright=0.2, cj_contrast=0.2, cj_sat=0.0, cj_hue=0.0, random_gray_scale=0.0,
+                  min_scale=0.6, rr_prob=1.0, rr_degrees=180.0, vf_prob=0.5, hf_prob=0.5),
+    "natural": dict(),
+}
+
+
+def normalization(channels: int) -> dict:
+    return {"mean": GREY_MEAN, "std": GREY_STD} if channels == 1 else {"mean": RGB_MEAN, "std": RGB_STD}
+
+
+def train_transform(preset: str, input_size: int, channels: int) -> SimCLRTransform:
+    """Two random views per image, as a list of two tensors of shape (channels, size, size)."""
+    return SimCLRTransform(input_size=input_size, normalize=normalization(channels),
+                           **PRESETS[preset])
+
+
+def eval_transform(input_size: int, channels: int) -> T.Compose:
+    """The whole image resized to the training size (no crop: the edge of an all-sky image
+    holds the horizon-side aurora), as one tensor."""
+    norm = normalization(channels)
+    return T.Compose([T.Resize((input_size, input_size)), T.ToTensor(),
+                      T.Normalize(norm["mean"], norm["std"])])

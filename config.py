@@ -1,0 +1,125 @@
+"""Hyperparameter overrides, user-facing errors and atomic file writes shared by the scripts.
+
+Each script keeps its hyperparameters as UPPER_CASE constants at its top (nanoGPT style);
+`resolve_config(globals(), argv)` turns them plus `--NAME=value` arguments into one checked dict.
+"""
+
+import contextlib
+import difflib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+TRUE_WORDS = {"true", "1", "yes", "on"}
+FALSE_WORDS = {"false", "0", "no", "off"}
+SCALAR_TYPES = (bool, int, float, str)
+
+
+class UserError(Exception):
+    """A problem with the user's input or files: reported as one line, without a traceback."""
+
+
+def hyperparameters(namespace: dict) -> dict:
+    """The UPPER_CASE scalar constants of a script's module namespace, in definition order."""
+    return {name: value for name, value in namespace.items()
+            if name.isupper() and not name.startswith("_") and isinstance(value, SCALAR_TYPES)}
+
+
+def parse_value(name: str, text: str, kind: type):
+    """Convert the text of `--NAME=text` to the type of NAME's default, or raise UserError."""
+    if kind is bool:
+        word = text.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise UserError(f"--{name}={text}: expected True or False")
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise UserError(f"--{name}={text}: expected a whole number") from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise UserError(f"--{name}={text}: expected a number") from None
+    return text
+
+
+def resolve_config(namespace: dict, argv: list) -> dict:
+    """Defaults from the script's constants, overridden by `--NAME=value` arguments."""
+    config = hyperparameters(namespace)
+    for arg in argv:
+        if not arg.startswith("--") or "=" not in arg:
+            raise UserError(f"argument {arg!r} is not of the form --NAME=value "
+                            f"(run with --help to list the names)")
+        name, text = arg[2:].split("=", 1)
+        if name not in config:
+            close = difflib.get_close_matches(name.upper(), list(config), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UserError(f"unknown hyperparameter --{name}{hint} (run with --help to list them)")
+        config[name] = parse_value(name, text, type(config[name]))
+    return config
+
+
+def format_config(config: dict) -> str:
+    width = max(map(len, config))
+    return "\n".join(f"  {name:<{width}} = {value!r}" for name, value in config.items())
+
+
+def usage(doc: str, script: str) -> str:
+    """The script's docstring and its hyperparameter block, comments included."""
+    lines = Path(script).read_text().splitlines()
+    block = [line for line in lines if line.split(" = ")[0].isupper() and " = " in line
+             and not line.startswith("_")]
+    return f"{doc.strip()}\n\nHyperparameters (defaults; override as --NAME=value):\n" + "\n".join(block)
+
+
+def wants_help(argv: list) -> bool:
+    return any(arg in ("-h", "--help") for arg in argv)
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside `path`; move it into place only if the block succeeds.
+
+    Readers never see a half-written file: os.replace is atomic on one filesystem.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; give them the usual permissions
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, data) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def run_main(main, argv=None) -> None:
+    """Run a script's main(argv); a UserError ends it with one line on stderr and exit status 2."""
+    try:
+        main(sys.argv[1:] if argv is None else argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: finished files are kept, nothing half-written was left", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,100 @@
+"""Embedding a whole image folder once, cached in the run folder until the data or model changes.
+
+Cache layout, one folder per checkpoint:  <run>/embeddings/<checkpoint name>/
+    embeddings.npy   float32 (n_images, width), L2-normalised rows
+    filenames.csv    row i of embeddings.npy <-> image file i (relative to the data folder)
+    meta.json        what the cache was made from; written last, so a cache whose meta.json is
+                     missing or different (an interrupted or stale build) is rebuilt
+"""
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from collate import eval_transform
+from config import UserError, atomic_path, write_json
+from images import ImageFolder, collate_readable
+
+log = logging.getLogger("spacessl")
+
+HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a checkpoint
+
+
+def checkpoint_digest(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def data_digest(root, files) -> str:
+    """Changes when an image is added, removed, replaced or touched (name, size, mtime)."""
+    digest = hashlib.sha256()
+    for name in files:
+        stat = (Path(root) / name).stat()
+        digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def embed_images(model, root, files, batch_size: int, num_workers: int, device: torch.device):
+    """(embeddings, kept file names): unreadable images are skipped with a warning."""
+    hp = model.hparams
+    dataset = ImageFolder(root, files, hp.in_channels, eval_transform(hp.input_size, hp.in_channels))
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=collate_readable, pin_memory=device.type == "cuda")
+    model = model.to(device).eval()
+    chunks, kept = [], []
+    # bf16 autocast only on a GPU; on the CPU fp32 keeps embeddings bit-identical between runs.
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    with torch.inference_mode(), autocast:
+        for batch in loader:
+            if batch is None:
+                continue
+            images, indices = batch
+            chunks.append(model.embed(images.to(device, non_blocking=True)).cpu().numpy())
+            kept.extend(files[i] for i in indices.tolist())
+    if not chunks:
+        raise UserError(f"none of the {len(files)} images under {root} could be read")
+    return np.concatenate(chunks), kept
+
+
+def cached_embeddings(model, checkpoint, root, files, cache_dir, batch_size, num_workers, device):
+    """Embeddings of `files`, from the cache when it was made from this checkpoint and data."""
+    cache_dir = Path(cache_dir)
+    meta = {"checkpoint": str(Path(checkpoint).resolve()),
+            "checkpoint_sha256": checkpoint_digest(checkpoint),
+            "data_dir": str(Path(root).resolve()),
+            "data_sha256": data_digest(root, files),
+            "n_files": len(files)}
+    meta_path = cache_dir / "meta.json"
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        same = all(old.get(key) == value for key, value in meta.items())
+        if same and (cache_dir / "embeddings.npy").is_file() and (cache_dir / "filenames.csv").is_file():
+            log.info("reusing embeddings in %s (same checkpoint and data)", cache_dir)
+            names = pd.read_csv(cache_dir / "filenames.csv", keep_default_na=False)["filename"]
+            return np.load(cache_dir / "embeddings.npy"), names.tolist()
+        log.info("data or checkpoint changed since %s was built: embedding again", cache_dir)
+        meta_path.unlink()
+    log.info("embedding %d images into %s", len(files), cache_dir)
+    vectors, kept = embed_images(model, root, files, batch_size, num_workers, device)
+    with atomic_path(cache_dir / "embeddings.npy") as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, vectors.astype(np.float32))
+    with atomic_path(cache_dir / "filenames.csv") as tmp:
+        pd.DataFrame({"filename": kept}).to_csv(tmp, index=False)
+    write_json(meta_path, {**meta, "n_embedded": len(kept), "width": int(vectors.shape[1])})
+    return vectors, kept

@@ -1,0 +1,32 @@
+"""Augmentation presets give two differently augmented views; evaluation is deterministic."""
+
+import pytest
+import torch
+from conftest import GALAXIES, THEMIS
+from PIL import Image
+
+from collate import PRESETS, eval_transform, train_transform
+from images import load_image
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("channels,source", [(1, THEMIS), (3, GALAXIES)])
+def test_two_views_of_the_right_shape(preset, channels, source):
+    img = load_image(sorted(source.iterdir())[0], channels)
+    torch.manual_seed(0)
+    views = train_transform(preset, 48, channels)(img)
+    assert len(views) == 2
+    assert all(v.shape == (channels, 48, 48) and v.dtype == torch.float32 for v in views)
+    assert not torch.equal(views[0], views[1])
+
+
+def test_allsky_keeps_grey_images_grey_and_has_no_colour_jitter():
+    kwargs = PRESETS["allsky"]
+    assert kwargs["cj_sat"] == 0 and kwargs["cj_hue"] == 0 and kwargs["random_gray_scale"] == 0
+    assert kwargs["rr_degrees"] == 180 and kwargs["min_scale"] >= 0.3
+
+
+def test_eval_transform_is_deterministic_and_resizes_the_whole_image():
+    img = Image.new("L", (150, 100), 128)
+    first, second = eval_transform(64, 1)(img), eval_transform(64, 1)(img)
+    assert first.shape == (1, 64, 64) and torch.equal(first, second)

@@ -1,0 +1,57 @@
+"""Exact neighbour order on hand-built unit vectors (in the spirit of lightly's test_knn.py)."""
+
+import numpy as np
+import pytest
+
+from config import UserError
+from search import mean_query, top_k
+
+
+def unit(*rows):
+    rows = np.asarray(rows, dtype=np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+ANGLES = np.deg2rad([0, 10, 30, 60, 90, 180])
+VECTORS = unit(*[(np.cos(a), np.sin(a)) for a in ANGLES])  # rows at 0, 10, 30, 60, 90, 180 degrees
+
+
+def test_order_and_cosine_distances_are_exact():
+    rows, dist = top_k(VECTORS, VECTORS[0], k=6)
+    assert rows.tolist() == [0, 1, 2, 3, 4, 5]
+    np.testing.assert_allclose(dist, 1 - np.cos(ANGLES), atol=1e-6)
+
+
+def test_query_between_rows():
+    query = unit((np.cos(np.deg2rad(50)), np.sin(np.deg2rad(50))))[0]
+    rows, _ = top_k(VECTORS, query, k=3)
+    assert rows.tolist() == [3, 2, 1]  # 10, 20 and 40 degrees away
+
+
+def test_excluded_rows_are_never_returned():
+    rows, _ = top_k(VECTORS, VECTORS[0], k=3, exclude=[0, 2])
+    assert rows.tolist() == [1, 3, 4]
+
+
+def test_k_larger_than_the_data_returns_everything_else():
+    rows, _ = top_k(VECTORS, VECTORS[5], k=50, exclude=[5])
+    assert rows.tolist() == [4, 3, 2, 1, 0]
+
+
+def test_ties_come_in_index_order():
+    tied = unit((1, 0), (0, 1), (1, 0), (1, 0), (0, 1))
+    rows, dist = top_k(tied, tied[0], k=4)
+    assert rows.tolist() == [0, 2, 3, 1]
+    assert dist[:3].tolist() == [0, 0, 0]
+
+
+def test_mean_of_several_queries_is_renormalised():
+    query = mean_query(VECTORS[[0, 4]])  # 0 and 90 degrees -> 45 degrees
+    np.testing.assert_allclose(query, unit((1, 1))[0], atol=1e-7)
+    rows, _ = top_k(VECTORS, query, k=2, exclude=[0, 4])
+    assert rows.tolist() == [2, 3]  # 30 and 60 degrees, both 15 away: index order
+
+
+def test_opposite_queries_cancel_with_a_clear_error():
+    with pytest.raises(UserError, match="cancel out"):
+        mean_query(VECTORS[[0, 5]])

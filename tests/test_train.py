@@ -1,0 +1,124 @@
+"""SSL_Train.py end to end on a few real images, and each way its input can be wrong."""
+
+import json
+import logging
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from conftest import GALAXIES, ROOT, THEMIS, TINY, copy_images, run_cli
+from PIL import Image
+
+import SSL_Train
+
+
+def train(data_dir, runs, *extra):
+    return run_cli(SSL_Train, [f"--DATA_DIR={data_dir}", f"--CHECKPOINT_DIR={runs}", *TINY, *extra])
+
+
+def test_one_epoch_writes_checkpoints_config_and_logs(trained_run):
+    assert (trained_run / "best.ckpt").is_file() and (trained_run / "last.ckpt").is_file()
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["hyperparameters"]["INPUT_SIZE"] == 32
+    assert config["resolved"]["channels"] == 3  # colour cutouts
+    assert config["resolved"]["n_train"] + config["resolved"]["n_val"] == 24
+    metrics = pd.read_csv(trained_run / "logs" / "version_0" / "metrics.csv")
+    assert len(metrics["train_loss_step"].dropna()) == 2  # 21 training images, batches of 8,
+    # ragged last batch dropped, --LOG_EVERY_N_STEPS=1
+    for column in ("train_loss_epoch", "val_loss", "train_output_std", "val_output_std"):
+        values = metrics[column].dropna()
+        assert len(values) == 1 and values.iloc[0] > 0, column
+    hp = torch.load(trained_run / "best.ckpt", weights_only=True)["hyper_parameters"]
+    assert hp["input_size"] == 32 and hp["backbone"] == "resnet18"
+    assert not [p for p in trained_run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_grey_images_train_a_one_channel_model(tmp_path):
+    copy_images(THEMIS, tmp_path / "themis", 12)
+    assert train(tmp_path / "themis", tmp_path / "runs", "--RUN_NAME=grey", "--AUGMENTATION=allsky") == 0
+    ckpt = torch.load(tmp_path / "runs" / "grey" / "last.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["in_channels"] == 1
+    assert ckpt["state_dict"]["backbone.conv1.weight"].shape[1] == 1
+
+
+def test_resume_continues_the_run_and_keeps_the_first_config(galaxy_dir, tmp_path):
+    assert train(galaxy_dir, tmp_path, "--RUN_NAME=r") == 0
+    assert train(galaxy_dir, tmp_path, "--RUN_NAME=r", "--RESUME=True", "--MAX_EPOCHS=2") == 0
+    run = tmp_path / "r"
+    assert torch.load(run / "last.ckpt", weights_only=True)["epoch"] == 1
+    assert json.loads((run / "config.json").read_text())["hyperparameters"]["MAX_EPOCHS"] == 1
+    assert json.loads((run / "config.resume1.json").read_text())["hyperparameters"]["MAX_EPOCHS"] == 2
+
+
+def test_existing_run_folder_is_never_overwritten(galaxy_dir, tmp_path, capsys):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "notes.txt").write_text("keep me")
+    assert train(galaxy_dir, tmp_path, "--RUN_NAME=r") == 2
+    assert "already exists; pass --RESUME=True" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "r").iterdir()] == ["notes.txt"]
+
+
+def test_resume_without_a_previous_run(galaxy_dir, tmp_path, capsys):
+    assert train(galaxy_dir, tmp_path, "--RUN_NAME=new", "--RESUME=True") == 2
+    assert "cannot resume" in capsys.readouterr().err
+
+
+def test_resume_with_a_different_network_is_refused(galaxy_dir, tmp_path, capsys):
+    assert train(galaxy_dir, tmp_path, "--RUN_NAME=r") == 0
+    capsys.readouterr()
+    assert train(galaxy_dir, tmp_path, "--RUN_NAME=r", "--RESUME=True", "--BACKBONE=resnet34") == 2
+    assert "trained with backbone='resnet18'" in capsys.readouterr().err
+
+
+def test_corrupt_and_mixed_images_train_with_a_warning(tmp_path, caplog):
+    data = tmp_path / "mixed"
+    copy_images(GALAXIES, data / "rgb", 6)  # 80 px JPEG, RGB
+    copy_images(THEMIS, data / "grey16", 6)  # 128 px PNG, 16-bit grey
+    Image.open(sorted(GALAXIES.iterdir())[10]).convert("RGBA").resize((50, 70)).save(data / "rgba.png")
+    Image.open(sorted(GALAXIES.iterdir())[11]).convert("L").save(data / "grey8.png")
+    raw = (data / "grey16" / sorted(p.name for p in (data / "grey16").iterdir())[0]).read_bytes()
+    (data / "truncated.png").write_bytes(raw[: len(raw) // 2])
+    with caplog.at_level(logging.WARNING, logger="spacessl"):
+        # One batch holds every image, so the broken one is certainly read (not dropped as ragged).
+        assert train(data, tmp_path / "runs", "--RUN_NAME=m", "--VAL_FRACTION=0", "--BATCH_SIZE=32") == 0
+    assert any("truncated.png" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "runs" / "m" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--DATA_DIR=/no/such/folder"], "data folder /no/such/folder does not exist"),
+    (["--BATCH_SIZE=many"], "--BATCH_SIZE=many: expected a whole number"),
+    (["--BATCH_SIZ=8"], "unknown hyperparameter --BATCH_SIZ; did you mean BATCH_SIZE?"),
+    (["--AUGMENTATION=colour"], "choose one of allsky, astro, natural"),
+    (["--WARMUP_EPOCHS=5", "--MAX_EPOCHS=5"], "below MAX_EPOCHS=5"),
+])
+def test_bad_arguments_give_one_line_errors(tmp_path, capsys, argv, message):
+    assert run_cli(SSL_Train, [f"--CHECKPOINT_DIR={tmp_path}", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_data_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert run_cli(SSL_Train, [f"--DATA_DIR={tmp_path / 'empty'}", f"--CHECKPOINT_DIR={tmp_path / 'runs'}"]) == 2
+    assert "no images" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_command_line_error_has_no_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "SSL_Train.py", f"--DATA_DIR={tmp_path}/missing"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: data folder {tmp_path}/missing does not exist; set --DATA_DIR=<folder of images> "
+        f"(see data/README.md for getting OATH)"]
+
+
+def test_script_is_safe_to_import():
+    result = subprocess.run([sys.executable, "-c", "import SSL_Train, SSL_Evaluate"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
