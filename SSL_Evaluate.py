@@ -9,7 +9,8 @@ Usage:
 The data set is embedded once into <run>/embeddings/ and reused until the images or the
 checkpoint change. Several comma-separated queries are searched by the mean of their
 embeddings; a query file outside the data set is embedded on the fly. Each search writes
-<run>/queries/<query>-<time>/neighbours.csv and neighbours.png and prints the table.
+<run>/queries/<query>-<time>/neighbours.csv, neighbours.png and config.json (the settings)
+and prints the table.
 """
 
 import difflib
@@ -25,7 +26,8 @@ import torch
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, works over ssh and on clusters
 
 from collate import eval_transform
-from config import UserError, atomic_path, format_config, require, resolve_config, run_main, usage, wants_help
+from config import (UserError, atomic_path, format_config, require, resolve_config, run_main,
+                    usage, wants_help, write_json)
 from embeddings import cached_embeddings, pick_device
 from images import UNREADABLE_ERRORS, find_images, load_image, loader_workers
 from model import load_model
@@ -163,6 +165,10 @@ def main(argv):
     while out_dir.exists():  # two searches in the same second never share a folder
         out_dir = out_dir.with_name(f"{out_dir.name.split('~')[0]}~{suffix}")
         suffix += 1
+    write_json(out_dir / "config.json", {
+        "hyperparameters": cfg, "resolved": {"checkpoint": str(ckpt.resolve()),
+                                             "data_dir": str(data_dir.resolve()),
+                                             "queries": [str(p) for p in query_paths]}})
     with atomic_path(out_dir / "neighbours.csv") as tmp:
         table.to_csv(tmp, index=False)
     panels = [(path, f"query\n{short(path.name)}") for path in query_paths]

@@ -12,6 +12,7 @@ validation loss), last.ckpt, and logs/version_N/metrics.csv.
 
 import logging
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from collate import PRESETS, train_transform
-from config import UserError, format_config, require, resolve_config, run_main, usage, wants_help, write_json
+from config import (UserError, format_config, require, resolve_config, run_main, usage, wants_help,
+                    write_json)
 from images import ImageFolder, collate_readable, detect_channels, find_images, loader_workers
 from model import BACKBONES, AtomicCheckpointIO, SimCLR, read_checkpoint
 
@@ -141,6 +143,8 @@ def main(argv):
         name = f"config.resume{len(list(run_dir.glob('config*.json')))}.json" if cfg["RESUME"] else "config.json"
         write_json(run_dir / name, {"hyperparameters": cfg, "resolved": resolved})
 
+    # The folder holds our config.json; prepare_run_dir already refused any folder from another run.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     pl.seed_everything(cfg["SEED"], workers=True, verbose=False)
     transform = train_transform(cfg["AUGMENTATION"], cfg["INPUT_SIZE"], channels)
 

@@ -102,6 +102,8 @@ def test_query_writes_table_and_picture(run, capsys):
     for name, dist in zip(table["filename"], table["cosine_distance"]):
         assert dist == pytest.approx(expected[names.index(name)], abs=1e-5)
     assert sorted(expected)[1:6] == pytest.approx(table["cosine_distance"].tolist(), abs=1e-5)
+    saved = json.loads((out[0] / "config.json").read_text())
+    assert saved["hyperparameters"]["TOP_K"] == 5 and saved["resolved"]["queries"][0].endswith(query)
     with Image.open(out[0] / "neighbours.png") as picture:
         assert picture.format == "PNG" and picture.width == 6 * 2 * 50  # query + 5 in one row
     printed = capsys.readouterr().out
