@@ -14,10 +14,8 @@ and prints the table.
 """
 
 import difflib
-import json
 import logging
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +29,7 @@ from config import (UserError, atomic_path, format_config, require, resolve_conf
 from embeddings import cached_embeddings, pick_device
 from images import UNREADABLE_ERRORS, find_images, load_image, loader_workers
 from model import load_model
+from runs import checkpoint_path, new_output_dir, training_data_dir
 from search import mean_query, top_k
 
 # ---- hyperparameters --------------------------------------------------------------------------
@@ -51,19 +50,6 @@ _CLOSE_NAMES = 5      # suggestions shown for a query name that is not in the da
 _TITLE_INCHES = 0.4   # height added to each panel for its two-line title
 
 log = logging.getLogger("spacessl")
-
-
-def checkpoint_path(cfg: dict) -> Path:
-    if cfg["CHECKPOINT"] in ("best", "last"):
-        return Path(cfg["RUN"]) / f"{cfg['CHECKPOINT']}.ckpt"
-    return Path(cfg["CHECKPOINT"])
-
-
-def training_data_dir(run_dir: Path) -> str:
-    config = run_dir / "config.json"
-    if not config.is_file():
-        raise UserError(f"{config} not found, so the training images are unknown; pass --DATA_DIR")
-    return json.loads(config.read_text())["resolved"]["data_dir"]
 
 
 def resolve_query(token: str, data_dir: Path, index_of: dict):
@@ -129,15 +115,12 @@ def main(argv):
     require(cfg["TOP_K"] >= 1, f"--TOP_K={cfg['TOP_K']}: must be at least 1")
     require(min(cfg["BATCH_SIZE"], cfg["GRID_COLUMNS"], cfg["GRID_DPI"]) >= 1 and cfg["PANEL_INCHES"] > 0,
             "--BATCH_SIZE, --GRID_COLUMNS and --GRID_DPI must be at least 1, --PANEL_INCHES above 0")
-    require(cfg["DEVICE"] in ("auto", "cpu", "cuda"), f"--DEVICE={cfg['DEVICE']}: choose auto, cpu or cuda")
-    if cfg["DEVICE"] == "cuda" and not torch.cuda.is_available():
-        raise UserError("--DEVICE=cuda but PyTorch sees no CUDA GPU; use --DEVICE=auto or cpu")
-    ckpt = checkpoint_path(cfg)
+    device = pick_device(cfg["DEVICE"])
+    ckpt = checkpoint_path(cfg["RUN"], cfg["CHECKPOINT"])
     model = load_model(ckpt)
     run_dir = ckpt.parent
-    data_dir = Path(cfg["DATA_DIR"] or training_data_dir(run_dir))
+    data_dir = Path(cfg["DATA_DIR"]) if cfg["DATA_DIR"] else training_data_dir(run_dir)
     files = find_images(data_dir)
-    device = pick_device(cfg["DEVICE"])
     workers = loader_workers(cfg["NUM_WORKERS"])
     print(f"checkpoint: {ckpt}\ndata: {data_dir} ({len(files)} images)\n{format_config(cfg)}")
 
@@ -160,11 +143,7 @@ def main(argv):
 
     query_paths = [data_dir / names[r] if isinstance(r, int) else r for r in resolved]
     label = Path(tokens[0]).stem + (f"+{len(tokens) - 1}" if len(tokens) > 1 else "")
-    out_dir = run_dir / "queries" / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
-    suffix = 1
-    while out_dir.exists():  # two searches in the same second never share a folder
-        out_dir = out_dir.with_name(f"{out_dir.name.split('~')[0]}~{suffix}")
-        suffix += 1
+    out_dir = new_output_dir(run_dir / "queries", label)
     write_json(out_dir / "config.json", {
         "hyperparameters": cfg, "resolved": {"checkpoint": str(ckpt.resolve()),
                                              "data_dir": str(data_dir.resolve()),

@@ -27,6 +27,8 @@ from collate import PRESETS, train_transform
 from config import (UserError, format_config, require, resolve_config, run_main, usage, wants_help,
                     write_json)
 from images import ImageFolder, collate_readable, detect_channels, find_images, loader_workers
+from knn_monitor import KNNMonitor
+from labels import match_labels, read_labels
 from model import BACKBONES, AtomicCheckpointIO, SimCLR, read_checkpoint
 
 # ---- hyperparameters --------------------------------------------------------------------------
@@ -52,6 +54,11 @@ ACCELERATOR = "auto"            # auto (GPU if present) | gpu | cpu
 DEVICES = 1                     # GPUs (or CPU processes) per node; > 1 trains with DDP
 NUM_NODES = 1                   # machines, for multi-node (e.g. SLURM) runs
 SEED = 42                       # seeds the split, initialisation and augmentations
+LABELS = ""                     # optional CSV (id, class) for the online kNN monitor; "" = none. Never used in the loss
+ID_COLUMN = ""                  # labels column naming the image (path, file name, stem or number); "" = auto
+CLASS_COLUMN = ""               # labels column with the class; "" = auto (class, label, class6, ...)
+MERGE_CLASSES = ""              # classes scored as one, "a+b" or "a+b;c+d" (e.g. "1+2": both spiral windings)
+KNN_K = 20                      # neighbours voting in the kNN monitor
 LOG_EVERY_N_STEPS = 10          # training steps between rows of logs/version_N/metrics.csv
 # -----------------------------------------------------------------------------------------------
 
@@ -63,7 +70,7 @@ def check_config(cfg: dict) -> None:
             f"--BACKBONE={cfg['BACKBONE']}: choose one of {', '.join(BACKBONES)}")
     require(cfg["CHANNELS"] in (0, 1, 3), f"--CHANNELS={cfg['CHANNELS']}: choose 0 (auto), 1 or 3")
     for name in ("INPUT_SIZE", "BATCH_SIZE", "MAX_EPOCHS", "PROJ_HIDDEN_DIM", "PROJ_OUT_DIM",
-                 "DEVICES", "NUM_NODES"):
+                 "DEVICES", "NUM_NODES", "KNN_K"):
         require(cfg[name] >= 1, f"--{name}={cfg[name]}: must be at least 1")
     require(0 <= cfg["WARMUP_EPOCHS"] < cfg["MAX_EPOCHS"],
             f"--WARMUP_EPOCHS={cfg['WARMUP_EPOCHS']}: must be >= 0 and below MAX_EPOCHS={cfg['MAX_EPOCHS']}")
@@ -120,6 +127,18 @@ def check_resume_matches(run_dir: Path, model) -> None:
                             f"now {key}={model.hparams[key]!r}; use the run's config.json settings")
 
 
+def knn_monitor(cfg: dict, train_files: list, val_files: list, workers: int) -> KNNMonitor:
+    """The kNN monitor over the labelled images of each split."""
+    labels = read_labels(cfg["LABELS"], cfg["ID_COLUMN"], cfg["CLASS_COLUMN"], cfg["MERGE_CLASSES"])
+    splits = []
+    for files in (train_files, val_files):
+        indices, classes = match_labels(labels, files, cfg["LABELS"]) if files else ([], [])
+        splits.append({files[i]: c for i, c in zip(indices, classes)})
+    require(len(splits[1]) > 0, f"--LABELS={cfg['LABELS']}: no labelled image in the validation split "
+                                f"to monitor; raise --VAL_FRACTION or drop --LABELS")
+    return KNNMonitor(cfg["DATA_DIR"], splits[0], splits[1], cfg["KNN_K"], cfg["BATCH_SIZE"], workers)
+
+
 def main(argv):
     if wants_help(argv):
         print(usage(__doc__, __file__))
@@ -163,6 +182,9 @@ def main(argv):
                    max_epochs=cfg["MAX_EPOCHS"], batch_size=cfg["BATCH_SIZE"])
     if cfg["RESUME"]:
         check_resume_matches(run_dir, model)
+    callbacks = [LearningRateMonitor(logging_interval="epoch")]
+    if cfg["LABELS"]:
+        callbacks.append(knn_monitor(cfg, train_files, val_files, workers))
     monitor = "val_loss" if val_files else "train_loss_epoch"
     checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode="min",
                                  save_top_k=1, save_last=True, auto_insert_metric_name=False)
@@ -171,7 +193,7 @@ def main(argv):
         max_epochs=cfg["MAX_EPOCHS"], accelerator=accelerator, devices=cfg["DEVICES"],
         num_nodes=cfg["NUM_NODES"], precision=precision,
         strategy="ddp" if distributed else "auto", sync_batchnorm=distributed,
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="epoch")],
+        callbacks=[checkpoint, *callbacks],
         logger=CSVLogger(run_dir, name="logs"), plugins=[AtomicCheckpointIO()],
         log_every_n_steps=cfg["LOG_EVERY_N_STEPS"], enable_model_summary=False)
     trainer.fit(model, loader(train_files, True), loader(val_files, False) if val_files else None,

@@ -44,6 +44,11 @@ def data_digest(root, files) -> str:
 
 
 def pick_device(requested: str) -> torch.device:
+    """The torch device for a DEVICE setting: auto (a GPU if there is one), cpu or cuda."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--DEVICE={requested}: choose auto, cpu or cuda")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError("--DEVICE=cuda but PyTorch sees no CUDA GPU; use --DEVICE=auto or cpu")
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)

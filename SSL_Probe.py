@@ -1,0 +1,191 @@
+"""Measure what a trained run's embeddings are worth, using a labels file only for scoring.
+
+Usage:
+    python SSL_Probe.py --RUN=checkpoints/oath_simclr --LABELS=data/oath/classifications/classifications.csv
+    python SSL_Probe.py --RUN=checkpoints/demo-... --LABELS=data/sample/galaxy_labels.csv --MERGE_CLASSES=1+2
+
+From the frozen embeddings it reports, stratified k-fold cross-validated (mean ± std over folds):
+kNN accuracy (cosine), linear-probe accuracy (logistic regression), a few-shot curve (N labelled
+images per class), and similarity-search precision@k, for the trained model and for two
+baselines computed in the same run: the same network with random weights, and raw pixels (PCA).
+Writes <run>/probe/<labels>-<time>/: results.json, summary.csv, few_shot.csv,
+confusion_matrix.png (trained model, linear probe, out-of-fold predictions), few_shot.png and
+config.json. OATH's classifications.csv works as is (picNum -> 00042.png, class6 or class2).
+"""
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: no GUI backend
+from sklearn.metrics import ConfusionMatrixDisplay
+
+from baselines import random_init_embeddings, raw_pixel_embeddings
+from config import (atomic_path, format_config, parse_value, require, resolve_config,
+                    run_main, usage, wants_help, write_json)
+from embeddings import cached_embeddings, pick_device
+from images import find_images, loader_workers
+from labels import match_labels, read_labels
+from metrics import cross_validate, mean_std, precision_at_k
+from model import load_model
+from runs import checkpoint_path, new_output_dir, training_data_dir
+
+# ---- hyperparameters --------------------------------------------------------------------------
+RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py
+CHECKPOINT = "best"             # best | last | path to a .ckpt file (results go beside it)
+LABELS = "data/oath/classifications/classifications.csv"  # CSV with an id and a class column
+ID_COLUMN = ""                  # column naming the image (path, file name, stem or number); "" = auto
+CLASS_COLUMN = ""               # column with the class; "" = auto (class, label, class6, CLASS, class2)
+MERGE_CLASSES = ""              # classes scored as one, "a+b" or "a+b;c+d" (e.g. "1+2": both spiral windings)
+DATA_DIR = ""                   # images; "" = the folder the run was trained on
+FOLDS = 5                       # stratified cross-validation folds, >= 2 (fewer if a class is smaller)
+KNN_K = 20                      # neighbours voting in the kNN classifier
+PRECISION_K = 10                # neighbours looked at for precision@k
+SHOTS = "5,10,25,50,100"        # labelled images per class for the few-shot curve ("all" is always added)
+BASELINES = True                # also score random weights and raw pixels
+RAW_PIXELS = 32                 # raw-pixel baseline: images resized to this many px a side
+RAW_PCA_DIM = 128               # raw-pixel baseline: principal components kept
+LOGREG_C = 1.0                  # inverse L2 strength of the logistic-regression probe (scikit-learn's C)
+LOGREG_MAX_ITER = 2000          # iterations allowed to the probe's solver
+BATCH_SIZE = 256                # images per embedding batch
+NUM_WORKERS = -1                # data-loading processes: -1 = one per CPU core (capped) | 0 = in-process
+DEVICE = "auto"                 # auto (GPU if present) | cpu | cuda
+SEED = 0                        # seeds folds, few-shot draws and the random-weights baseline
+# -----------------------------------------------------------------------------------------------
+
+_PANEL_INCHES = 5  # size of each saved figure
+_DPI = 100
+
+log = logging.getLogger("spacessl")
+
+
+def parse_shots(text: str) -> list:
+    shots = [parse_value("SHOTS", part.strip(), int) for part in text.split(",") if part.strip()]
+    require(all(shot >= 1 for shot in shots), f"--SHOTS={text}: give whole numbers >= 1, comma-separated")
+    return sorted(set(shots))
+
+
+def summarise(name: str, scores: dict, precision: float) -> dict:
+    knn, linear = mean_std(scores["knn_accuracy"]), mean_std(scores["linear_accuracy"])
+    return {"method": name, "knn_accuracy": knn[0], "knn_accuracy_std": knn[1],
+            "linear_accuracy": linear[0], "linear_accuracy_std": linear[1],
+            "precision_at_k": precision}
+
+
+def few_shot_rows(name: str, scores: dict) -> list:
+    rows = []
+    for shot, accuracies in scores["few_shot"].items():
+        for classifier in ("knn", "linear"):
+            mean, std = mean_std(accuracies[classifier])
+            rows.append({"method": name, "classifier": classifier,
+                         "shots": "all" if shot is None else shot, "accuracy": mean, "accuracy_std": std})
+    return rows
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=_DPI)
+
+
+def plot_few_shot(table: pd.DataFrame, path: Path) -> None:
+    fig = Figure(figsize=(_PANEL_INCHES * 1.4, _PANEL_INCHES))
+    ax = fig.subplots()
+    for (method, classifier), rows in table.groupby(["method", "classifier"], sort=False):
+        ax.errorbar(range(len(rows)), rows["accuracy"], yerr=rows["accuracy_std"], capsize=3,
+                    marker="o", linestyle="-" if classifier == "linear" else "--",
+                    label=f"{method} ({classifier})")
+        ax.set_xticks(range(len(rows)), rows["shots"].astype(str))
+    ax.set_xlabel("labelled images per class")
+    ax.set_ylabel("accuracy (cross-validated)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def plot_confusion(labels, predictions, title: str, path: Path) -> None:
+    fig = Figure(figsize=(_PANEL_INCHES, _PANEL_INCHES))
+    ax = fig.subplots()
+    ConfusionMatrixDisplay.from_predictions(labels, predictions, ax=ax, colorbar=False,
+                                            xticks_rotation=45)
+    ax.set_title(title, fontsize=9)
+    save_figure(fig, path)
+
+
+def main(argv):
+    if wants_help(argv):
+        print(usage(__doc__, __file__))
+        return
+    cfg = resolve_config(globals(), argv)
+    shots = parse_shots(cfg["SHOTS"])
+    for name in ("FOLDS", "KNN_K", "PRECISION_K", "RAW_PIXELS", "RAW_PCA_DIM", "LOGREG_MAX_ITER", "BATCH_SIZE"):
+        require(cfg[name] >= (2 if name == "FOLDS" else 1), f"--{name}={cfg[name]}: too small")
+    require(cfg["LOGREG_C"] > 0, f"--LOGREG_C={cfg['LOGREG_C']}: must be above 0")
+    require(cfg["NUM_WORKERS"] >= -1, f"--NUM_WORKERS={cfg['NUM_WORKERS']}: -1 (auto), 0 or more")
+    device = pick_device(cfg["DEVICE"])
+    labels_table = read_labels(cfg["LABELS"], cfg["ID_COLUMN"], cfg["CLASS_COLUMN"], cfg["MERGE_CLASSES"])
+    ckpt = checkpoint_path(cfg["RUN"], cfg["CHECKPOINT"])
+    model = load_model(ckpt)
+    run_dir = ckpt.parent
+    data_dir = Path(cfg["DATA_DIR"]) if cfg["DATA_DIR"] else training_data_dir(run_dir)
+    files = find_images(data_dir)
+    workers = loader_workers(cfg["NUM_WORKERS"])
+    print(f"checkpoint: {ckpt}\ndata: {data_dir} ({len(files)} images)\n{format_config(cfg)}")
+
+    cache_dir = run_dir / "embeddings" / f"{ckpt.stem}__{data_dir.resolve().name}"
+    vectors, names = cached_embeddings(model, ckpt, data_dir, files, cache_dir,
+                                       cfg["BATCH_SIZE"], workers, device)
+    rows, classes = match_labels(labels_table, names, cfg["LABELS"])
+    labelled = [names[i] for i in rows]
+    counts = pd.Series(classes).value_counts()
+    print(f"labelled images: {len(labelled)} in {len(counts)} classes "
+          f"({', '.join(f'{c}: {n}' for c, n in counts.items())})")
+
+    methods = {"simclr": vectors[rows]}
+    if cfg["BASELINES"]:
+        methods["random_weights"] = random_init_embeddings(
+            dict(model.hparams), data_dir, labelled, cfg["SEED"], cfg["BATCH_SIZE"], workers, device)
+        methods["raw_pixels"] = raw_pixel_embeddings(
+            data_dir, labelled, model.hparams.in_channels, cfg["RAW_PIXELS"], cfg["RAW_PCA_DIM"], cfg["SEED"])
+
+    summary, few_shot, scores = [], [], {}
+    for name, features in methods.items():
+        log.info("scoring %s (%d x %d)", name, *features.shape)
+        scores[name] = cross_validate(features, classes, cfg["FOLDS"], cfg["KNN_K"], shots,
+                                      cfg["LOGREG_C"], cfg["LOGREG_MAX_ITER"], cfg["SEED"])
+        summary.append(summarise(name, scores[name], precision_at_k(features, classes, cfg["PRECISION_K"])))
+        few_shot += few_shot_rows(name, scores[name])
+    summary, few_shot = pd.DataFrame(summary), pd.DataFrame(few_shot)
+    majority = float(counts.iloc[0] / counts.sum())
+
+    out_dir = new_output_dir(run_dir / "probe", Path(cfg["LABELS"]).stem)
+    write_json(out_dir / "config.json", {"hyperparameters": cfg, "resolved": {
+        "checkpoint": str(ckpt.resolve()), "data_dir": str(data_dir.resolve())}})
+    write_json(out_dir / "results.json", {
+        "n_labelled": len(labelled), "class_counts": {str(c): int(n) for c, n in counts.items()},
+        "folds": scores["simclr"]["folds"], "majority_class_accuracy": majority,
+        "precision_k": cfg["PRECISION_K"], "knn_k": cfg["KNN_K"],
+        "summary": summary.to_dict("records"), "few_shot": few_shot.to_dict("records")})
+    for table, name in ((summary, "summary.csv"), (few_shot, "few_shot.csv")):
+        with atomic_path(out_dir / name) as tmp:
+            table.to_csv(tmp, index=False)
+    plot_confusion(classes, scores["simclr"]["linear_predictions"],
+                   f"simclr linear probe, {scores['simclr']['folds']}-fold out-of-fold predictions",
+                   out_dir / "confusion_matrix.png")
+    plot_few_shot(few_shot, out_dir / "few_shot.png")
+
+    shown = pd.DataFrame({
+        "method": summary["method"],
+        f"kNN acc (k={cfg['KNN_K']})": [f"{m:.3f} ± {s:.3f}" for m, s in zip(summary.knn_accuracy, summary.knn_accuracy_std)],
+        "linear acc": [f"{m:.3f} ± {s:.3f}" for m, s in zip(summary.linear_accuracy, summary.linear_accuracy_std)],
+        f"precision@{cfg['PRECISION_K']}": summary.precision_at_k.map("{:.3f}".format)})
+    curve = few_shot.assign(score=[f"{m:.3f}" for m in few_shot.accuracy]).pivot_table(
+        index=["method", "classifier"], columns="shots", values="score", aggfunc="first", sort=False)
+    print(f"\n{scores['simclr']['folds']}-fold cross-validated, {len(labelled)} labelled images; "
+          f"majority class alone: {majority:.3f}\n{shown.to_string(index=False)}\n\n"
+          f"few-shot accuracy (labelled images per class):\n{curve.to_string()}\n\nresults: {out_dir}")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    run_main(main)

@@ -1,0 +1,112 @@
+"""How good are frozen embeddings? Measures that use labels only for scoring.
+
+- kNN accuracy: cosine k-nearest-neighbour vote (the monitor of Wu et al. 2018, used by lightly's
+  benchmarks) and linear-probe accuracy (logistic regression on standardised features, the
+  SimCLR paper's linear evaluation), both stratified k-fold cross-validated;
+- a few-shot curve: the same two classifiers trained on N labelled images per class;
+- similarity-search precision@k: the share of each image's k nearest neighbours (cosine) that
+  share its class, averaged over all labelled images, which is what a user of the search sees.
+"""
+
+import logging
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from config import UserError
+
+log = logging.getLogger("spacessl")
+
+PRECISION_CHUNK = 1024  # query rows per block of the similarity matrix (memory: chunk x n floats)
+
+
+def precision_at_k(vectors: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Mean over rows of the fraction of the row's k nearest other rows with the same label.
+
+    Rows must be L2-normalised (inner product = cosine similarity); a row never counts as its
+    own neighbour.
+    """
+    n = len(vectors)
+    k = min(k, n - 1)
+    if k < 1:
+        raise UserError("precision@k needs at least two labelled images")
+    hits = 0.0
+    for start in range(0, n, PRECISION_CHUNK):
+        stop = min(start + PRECISION_CHUNK, n)
+        similarity = vectors[start:stop] @ vectors.T
+        similarity[np.arange(stop - start), np.arange(start, stop)] = -np.inf
+        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        hits += (labels[nearest] == labels[start:stop, None]).mean(axis=1).sum()
+    return float(hits / n)
+
+
+def knn_classifier(k: int) -> KNeighborsClassifier:
+    return KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute")
+
+
+def linear_probe(c: float, max_iter: int):
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
+
+
+def knn_accuracy(bank, bank_labels, queries, query_labels, k: int) -> float:
+    """Accuracy of a cosine kNN vote of the bank's labels (k capped at the bank's size)."""
+    predicted = knn_classifier(min(k, len(bank))).fit(bank, bank_labels).predict(queries)
+    return float(np.mean(predicted == query_labels))
+
+
+def usable_folds(labels: np.ndarray, folds: int) -> int:
+    """The requested number of folds, or fewer (with a warning) when a class is too small."""
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2:
+        raise UserError(f"only one class ({classes[0]!r}) among the labelled images: nothing to tell apart")
+    smallest = counts.min()
+    if smallest < 2:
+        raise UserError(f"class {classes[counts.argmin()]!r} has only one labelled image; cross-validation "
+                        f"needs at least 2 per class: merge it (--MERGE_CLASSES) or remove its rows")
+    if smallest < folds:
+        log.warning("class %r has only %d labelled images: using %d folds instead of %d",
+                    classes[counts.argmin()], smallest, smallest, folds)
+    return int(min(folds, smallest))
+
+
+def per_class_sample(indices: np.ndarray, labels: np.ndarray, shots: int, rng) -> np.ndarray:
+    """Up to `shots` random indices of each class (all of a class that has fewer)."""
+    chosen = [rng.permutation(indices[labels[indices] == c])[:shots] for c in np.unique(labels[indices])]
+    return np.sort(np.concatenate(chosen))
+
+
+def cross_validate(vectors, labels, folds: int, knn_k: int, shots: list, c: float, max_iter: int,
+                   seed: int) -> dict:
+    """Per-fold kNN and linear-probe accuracies, out-of-fold linear predictions, and per-fold
+    few-shot accuracies for each N in `shots` (None = all training labels of the fold; the kNN
+    vote then uses min(knn_k, N) neighbours)."""
+    shots = [shot for shot in shots if shot is not None] + [None]
+    folds = usable_folds(labels, folds)
+    rng = np.random.default_rng(seed)
+    result = {"folds": folds, "knn_accuracy": [], "linear_accuracy": [],
+              "linear_predictions": np.empty_like(labels),
+              "few_shot": {shot: {"knn": [], "linear": []} for shot in shots}}
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for train, test in splitter.split(vectors, labels):
+        for shot in shots:
+            subset = train if shot is None else per_class_sample(train, labels, shot, rng)
+            # With N images per class, more than N voters would outvote every class by the rest.
+            k = knn_k if shot is None else min(knn_k, shot)
+            knn = knn_accuracy(vectors[subset], labels[subset], vectors[test], labels[test], k)
+            probe = linear_probe(c, max_iter).fit(vectors[subset], labels[subset])
+            predicted = probe.predict(vectors[test])
+            result["few_shot"][shot]["knn"].append(knn)
+            result["few_shot"][shot]["linear"].append(float(np.mean(predicted == labels[test])))
+            if shot is None:
+                result["knn_accuracy"].append(knn)
+                result["linear_accuracy"].append(result["few_shot"][shot]["linear"][-1])
+                result["linear_predictions"][test] = predicted
+    return result
+
+
+def mean_std(values) -> tuple:
+    return float(np.mean(values)), float(np.std(values))
