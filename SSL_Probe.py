@@ -91,10 +91,11 @@ def save_figure(fig: Figure, path: Path) -> None:
 def plot_few_shot(table: pd.DataFrame, path: Path) -> None:
     fig = Figure(figsize=(_PANEL_INCHES * 1.4, _PANEL_INCHES))
     ax = fig.subplots()
+    colours = {method: f"C{i}" for i, method in enumerate(table["method"].unique())}
     for (method, classifier), rows in table.groupby(["method", "classifier"], sort=False):
         ax.errorbar(range(len(rows)), rows["accuracy"], yerr=rows["accuracy_std"], capsize=3,
                     marker="o", linestyle="-" if classifier == "linear" else "--",
-                    label=f"{method} ({classifier})")
+                    color=colours[method], label=f"{method} ({classifier})")
         ax.set_xticks(range(len(rows)), rows["shots"].astype(str))
     ax.set_xlabel("labelled images per class")
     ax.set_ylabel("accuracy (cross-validated)")

@@ -62,14 +62,14 @@ def usable_folds(labels: np.ndarray, folds: int) -> int:
     """The requested number of folds, or fewer (with a warning) when a class is too small."""
     classes, counts = np.unique(labels, return_counts=True)
     if len(classes) < 2:
-        raise UserError(f"only one class ({classes[0]!r}) among the labelled images: nothing to tell apart")
+        raise UserError(f"only one class ({str(classes[0])!r}) among the labelled images: nothing to tell apart")
     smallest = counts.min()
     if smallest < 2:
-        raise UserError(f"class {classes[counts.argmin()]!r} has only one labelled image; cross-validation "
+        raise UserError(f"class {str(classes[counts.argmin()])!r} has only one labelled image; cross-validation "
                         f"needs at least 2 per class: merge it (--MERGE_CLASSES) or remove its rows")
     if smallest < folds:
         log.warning("class %r has only %d labelled images: using %d folds instead of %d",
-                    classes[counts.argmin()], smallest, smallest, folds)
+                    str(classes[counts.argmin()]), smallest, smallest, folds)
     return int(min(folds, smallest))
 
 
