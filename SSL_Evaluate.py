@@ -8,9 +8,11 @@ Usage:
 
 The data set is embedded once into <run>/embeddings/ and reused until the images or the
 checkpoint change. Several comma-separated queries are searched by the mean of their
-embeddings; a query file outside the data set is embedded on the fly. Each search writes
-<run>/queries/<query>-<time>/neighbours.csv, neighbours.png and config.json (the settings)
-and prints the table.
+embeddings; a query file outside the data set is embedded on the fly. Each search prints the
+table and writes <run>/queries/<query>-<time>/: neighbours.csv, neighbours.png, config.json
+(the settings) and, with REPORT, report.html (one self-contained page: the query, its
+neighbours, the map of the data set with both marked, and Grad-CAM maps of what makes the
+nearest ones similar, also saved as map.png and explain_<rank>.png).
 """
 
 import difflib
@@ -24,12 +26,32 @@ import torch
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, works over ssh and on clusters
 
 from collate import eval_transform
-from config import (UserError, atomic_path, format_config, require, resolve_config, run_main,
-                    usage, wants_help, write_json)
-from embeddings import cached_embeddings, pick_device
-from images import UNREADABLE_ERRORS, find_images, load_image, loader_workers
-from model import load_model
-from runs import checkpoint_path, new_output_dir, training_data_dir
+from config import (
+    UserError,
+    atomic_path,
+    format_config,
+    require,
+    resolve_config,
+    run_main,
+    usage,
+    wants_help,
+    write_json,
+)
+from explain import CAM_LAYERS, explain_pair
+from images import UNREADABLE_ERRORS, load_image
+from maps import (
+    METHODS,
+    MIN_DIST,
+    NEIGHBOURS,
+    PERPLEXITY,
+    draw_scatter,
+    latest_map,
+    project,
+    save_map,
+)
+from maps import SEED as MAP_SEED
+from report import created, file_uri, png_uri, write_page
+from runs import new_output_dir, open_run
 from search import mean_query, top_k
 
 # ---- hyperparameters --------------------------------------------------------------------------
@@ -44,6 +66,11 @@ DEVICE = "auto"                 # auto (GPU if present) | cpu | cuda
 GRID_COLUMNS = 6                # panels per row in neighbours.png
 PANEL_INCHES = 2.2              # width of one panel in neighbours.png
 GRID_DPI = 100                  # pixels per inch of neighbours.png
+REPORT = True                   # also write report.html (and its map.png, explain_<rank>.png)
+MAP_METHOD = "umap"             # report map when the run has no map of these images yet: umap | tsne
+EXPLAIN_TOP = 3                 # nearest neighbours given a Grad-CAM explanation in the report, >= 0
+CAM_LAYER = "layer3"            # ResNet stage Grad-CAM weighs, layer1..layer4; layer3's maps are 2x finer than layer4's
+THUMB_PX = 160                  # side of the report's thumbnails, px
 # -----------------------------------------------------------------------------------------------
 
 _CLOSE_NAMES = 5      # suggestions shown for a query name that is not in the data set
@@ -102,6 +129,55 @@ def draw_grid(panels: list, channels: int, columns: int, inches: float, dpi: int
         fig.savefig(tmp, format="png", dpi=dpi)
 
 
+def report_map(cfg: dict, run):
+    """The run's newest map of exactly these images, or a new one (saved under <run>/maps); None
+    when there are too few images to map."""
+    coords = latest_map(run.run_dir, run.names)
+    if coords is not None:
+        return coords
+    try:
+        coords = project(run.vectors, cfg["MAP_METHOD"], NEIGHBOURS, MIN_DIST, PERPLEXITY, MAP_SEED)
+    except UserError as err:
+        log.warning("report without a map: %s", err)
+        return None
+    map_dir = new_output_dir(run.run_dir / "maps", cfg["MAP_METHOD"])
+    save_map(map_dir, coords, run.names, None, f"{cfg['MAP_METHOD']} map of {len(run.names)} images")
+    return coords
+
+
+def write_query_report(cfg: dict, run, out_dir: Path, query_paths: list, query_rows: list, rows, table) -> None:
+    channels, side = run.model.hparams.in_channels, cfg["THUMB_PX"]
+
+    def thumb(path):
+        return png_uri(load_image(path, channels).convert("RGB").resize((side, side)))
+
+    queries = [(thumb(p), f"query: {p.name}", "query") for p in query_paths]
+    neighbours = [(thumb(run.data_dir / name), f"#{rank}  d={dist:.4f}  {name}", "neighbour")
+                  for rank, name, dist in table.itertuples(index=False)]
+    sections = [("Query" + ("" if len(queries) == 1 else " (searched by the mean of their embeddings)"), queries),
+                ("Nearest neighbours (cosine distance)", neighbours)]
+    coords = report_map(cfg, run)
+    if coords is not None:
+        draw_scatter(coords, None, {"query": query_rows, "neighbours": list(rows)},
+                     f"{len(run.names)} images; query and its {len(rows)} nearest marked", out_dir / "map.png")
+        note = "" if query_rows else " (the query is not in the data set, so only its neighbours are marked)"
+        sections.append(("Map of the data set", [(file_uri(out_dir / "map.png"), "map" + note, "map")]))
+    explained = []
+    for rank, name, _ in list(table.itertuples(index=False))[:cfg["EXPLAIN_TOP"]]:
+        picture = explain_pair(run.model, query_paths[0], run.data_dir / name, cfg["CAM_LAYER"],
+                               max(1, side // run.model.hparams.input_size))
+        with atomic_path(out_dir / f"explain_{rank}.png") as tmp:
+            picture.save(tmp, format="PNG")
+        explained.append((png_uri(picture), f"query | its Grad-CAM | #{rank}'s Grad-CAM | #{rank} {name}",
+                          "explanation"))
+    if explained:
+        sections.append((f"What makes them similar (Grad-CAM on {cfg['CAM_LAYER']}, target: cosine "
+                         "similarity; red = raises it)", explained))
+    meta = {"checkpoint": run.checkpoint, "data": f"{run.data_dir} ({len(run.names)} images)",
+            "query": ", ".join(str(p) for p in query_paths), "created": created()}
+    write_page(out_dir / "report.html", f"Images most like {query_paths[0].name}", meta, sections)
+
+
 def short(name: str, width: int = 24) -> str:
     return name if len(name) <= width else "…" + name[-(width - 1):]
 
@@ -111,23 +187,15 @@ def main(argv):
         print(usage(__doc__, __file__))
         return
     cfg = resolve_config(globals(), argv)
-    require(cfg["NUM_WORKERS"] >= -1, f"--NUM_WORKERS={cfg['NUM_WORKERS']}: -1 (auto), 0 or more")
     require(cfg["TOP_K"] >= 1, f"--TOP_K={cfg['TOP_K']}: must be at least 1")
-    require(min(cfg["BATCH_SIZE"], cfg["GRID_COLUMNS"], cfg["GRID_DPI"]) >= 1 and cfg["PANEL_INCHES"] > 0,
-            "--BATCH_SIZE, --GRID_COLUMNS and --GRID_DPI must be at least 1, --PANEL_INCHES above 0")
-    device = pick_device(cfg["DEVICE"])
-    ckpt = checkpoint_path(cfg["RUN"], cfg["CHECKPOINT"])
-    model = load_model(ckpt)
-    run_dir = ckpt.parent
-    data_dir = Path(cfg["DATA_DIR"]) if cfg["DATA_DIR"] else training_data_dir(run_dir)
-    files = find_images(data_dir)
-    workers = loader_workers(cfg["NUM_WORKERS"])
-    print(f"checkpoint: {ckpt}\ndata: {data_dir} ({len(files)} images)\n{format_config(cfg)}")
-
-    cache_dir = run_dir / "embeddings" / f"{ckpt.stem}__{data_dir.resolve().name}"
-    vectors, names = cached_embeddings(model, ckpt, data_dir, files, cache_dir,
-                                       cfg["BATCH_SIZE"], workers, device)
-    print(f"embeddings: {cache_dir / 'embeddings.npy'} ({vectors.shape[0]} x {vectors.shape[1]})")
+    require(cfg["MAP_METHOD"] in METHODS, f"--MAP_METHOD={cfg['MAP_METHOD']}: choose {' or '.join(METHODS)}")
+    require(cfg["CAM_LAYER"] in CAM_LAYERS, f"--CAM_LAYER={cfg['CAM_LAYER']}: choose {', '.join(CAM_LAYERS)}")
+    require(cfg["EXPLAIN_TOP"] >= 0 and cfg["THUMB_PX"] >= 1, "--EXPLAIN_TOP must be >= 0, --THUMB_PX >= 1")
+    require(min(cfg["GRID_COLUMNS"], cfg["GRID_DPI"]) >= 1 and cfg["PANEL_INCHES"] > 0,
+            "--GRID_COLUMNS and --GRID_DPI must be at least 1, --PANEL_INCHES above 0")
+    print(format_config(cfg))
+    run = open_run(cfg)
+    model, data_dir, vectors, names, device = run.model, run.data_dir, run.vectors, run.names, run.device
     tokens = [token.strip() for token in cfg["QUERY"].split(",") if token.strip()]
     if not tokens:
         print("no --QUERY given: embedding done")
@@ -143,9 +211,9 @@ def main(argv):
 
     query_paths = [data_dir / names[r] if isinstance(r, int) else r for r in resolved]
     label = Path(tokens[0]).stem + (f"+{len(tokens) - 1}" if len(tokens) > 1 else "")
-    out_dir = new_output_dir(run_dir / "queries", label)
+    out_dir = new_output_dir(run.run_dir / "queries", label)
     write_json(out_dir / "config.json", {
-        "hyperparameters": cfg, "resolved": {"checkpoint": str(ckpt.resolve()),
+        "hyperparameters": cfg, "resolved": {"checkpoint": str(run.checkpoint.resolve()),
                                              "data_dir": str(data_dir.resolve()),
                                              "queries": [str(p) for p in query_paths]}})
     with atomic_path(out_dir / "neighbours.csv") as tmp:
@@ -157,6 +225,10 @@ def main(argv):
               cfg["GRID_DPI"], out_dir / "neighbours.png")
     print(f"\nnearest to {', '.join(tokens)}:\n{table.to_string(index=False)}")
     print(f"\ntable: {out_dir / 'neighbours.csv'}\npicture: {out_dir / 'neighbours.png'}")
+    if cfg["REPORT"]:
+        in_data = [r for r in resolved if isinstance(r, int)]
+        write_query_report(cfg, run, out_dir, query_paths, in_data, rows, table)
+        print(f"report: {out_dir / 'report.html'}")
 
 
 if __name__ == "__main__":

@@ -23,12 +23,9 @@ from sklearn.metrics import ConfusionMatrixDisplay
 from baselines import random_init_embeddings, raw_pixel_embeddings
 from config import (atomic_path, format_config, parse_value, require, resolve_config,
                     run_main, usage, wants_help, write_json)
-from embeddings import cached_embeddings, pick_device
-from images import find_images, loader_workers
 from labels import match_labels, read_labels
 from metrics import cross_validate, mean_std, precision_at_k
-from model import load_model
-from runs import checkpoint_path, new_output_dir, training_data_dir
+from runs import new_output_dir, open_run
 
 # ---- hyperparameters --------------------------------------------------------------------------
 RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py
@@ -119,23 +116,14 @@ def main(argv):
         return
     cfg = resolve_config(globals(), argv)
     shots = parse_shots(cfg["SHOTS"])
-    for name in ("FOLDS", "KNN_K", "PRECISION_K", "RAW_PIXELS", "RAW_PCA_DIM", "LOGREG_MAX_ITER", "BATCH_SIZE"):
+    for name in ("FOLDS", "KNN_K", "PRECISION_K", "RAW_PIXELS", "RAW_PCA_DIM", "LOGREG_MAX_ITER"):
         require(cfg[name] >= (2 if name == "FOLDS" else 1), f"--{name}={cfg[name]}: too small")
     require(cfg["LOGREG_C"] > 0, f"--LOGREG_C={cfg['LOGREG_C']}: must be above 0")
-    require(cfg["NUM_WORKERS"] >= -1, f"--NUM_WORKERS={cfg['NUM_WORKERS']}: -1 (auto), 0 or more")
-    device = pick_device(cfg["DEVICE"])
     labels_table = read_labels(cfg["LABELS"], cfg["ID_COLUMN"], cfg["CLASS_COLUMN"], cfg["MERGE_CLASSES"])
-    ckpt = checkpoint_path(cfg["RUN"], cfg["CHECKPOINT"])
-    model = load_model(ckpt)
-    run_dir = ckpt.parent
-    data_dir = Path(cfg["DATA_DIR"]) if cfg["DATA_DIR"] else training_data_dir(run_dir)
-    files = find_images(data_dir)
-    workers = loader_workers(cfg["NUM_WORKERS"])
-    print(f"checkpoint: {ckpt}\ndata: {data_dir} ({len(files)} images)\n{format_config(cfg)}")
-
-    cache_dir = run_dir / "embeddings" / f"{ckpt.stem}__{data_dir.resolve().name}"
-    vectors, names = cached_embeddings(model, ckpt, data_dir, files, cache_dir,
-                                       cfg["BATCH_SIZE"], workers, device)
+    print(format_config(cfg))
+    run = open_run(cfg)
+    model, data_dir, vectors, names, device, workers = (
+        run.model, run.data_dir, run.vectors, run.names, run.device, run.workers)
     rows, classes = match_labels(labels_table, names, cfg["LABELS"])
     labelled = [names[i] for i in rows]
     counts = pd.Series(classes).value_counts()
@@ -159,9 +147,9 @@ def main(argv):
     summary, few_shot = pd.DataFrame(summary), pd.DataFrame(few_shot)
     majority = float(counts.iloc[0] / counts.sum())
 
-    out_dir = new_output_dir(run_dir / "probe", Path(cfg["LABELS"]).stem)
+    out_dir = new_output_dir(run.run_dir / "probe", Path(cfg["LABELS"]).stem)
     write_json(out_dir / "config.json", {"hyperparameters": cfg, "resolved": {
-        "checkpoint": str(ckpt.resolve()), "data_dir": str(data_dir.resolve())}})
+        "checkpoint": str(run.checkpoint.resolve()), "data_dir": str(data_dir.resolve())}})
     write_json(out_dir / "results.json", {
         "n_labelled": len(labelled), "class_counts": {str(c): int(n) for c, n in counts.items()},
         "folds": scores["simclr"]["folds"], "majority_class_accuracy": majority,

@@ -18,11 +18,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from config import UserError
+from search import all_nearest
 
 log = logging.getLogger("spacessl")
-
-PRECISION_CHUNK = 1024  # query rows per block of the similarity matrix (memory: chunk x n floats)
-
 
 def precision_at_k(vectors: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Mean over rows of the fraction of the row's k nearest other rows with the same label.
@@ -30,18 +28,10 @@ def precision_at_k(vectors: np.ndarray, labels: np.ndarray, k: int) -> float:
     Rows must be L2-normalised (inner product = cosine similarity); a row never counts as its
     own neighbour.
     """
-    n = len(vectors)
-    k = min(k, n - 1)
-    if k < 1:
-        raise UserError("precision@k needs at least two labelled images")
-    hits = 0.0
-    for start in range(0, n, PRECISION_CHUNK):
-        stop = min(start + PRECISION_CHUNK, n)
-        similarity = vectors[start:stop] @ vectors.T
-        similarity[np.arange(stop - start), np.arange(start, stop)] = -np.inf
-        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-        hits += (labels[nearest] == labels[start:stop, None]).mean(axis=1).sum()
-    return float(hits / n)
+    if len(vectors) < 2 or k < 1:
+        raise UserError("precision@k needs at least two labelled images and k >= 1")
+    nearest, _ = all_nearest(vectors, k)
+    return float((labels[nearest] == labels[:, None]).mean())
 
 
 def knn_classifier(k: int) -> KNeighborsClassifier:

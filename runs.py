@@ -2,9 +2,16 @@
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from config import UserError
+from embeddings import cached_embeddings, pick_device
+from images import find_images, loader_workers
+from model import SimCLR, load_model
 
 
 def checkpoint_path(run: str, checkpoint: str) -> Path:
@@ -32,3 +39,36 @@ def new_output_dir(parent: Path, label: str) -> Path:
         suffix += 1
     out.mkdir(parents=True)
     return out
+
+
+@dataclass
+class OpenRun:
+    """A trained model with the cached embeddings of its image folder."""
+    checkpoint: Path
+    model: SimCLR
+    run_dir: Path
+    data_dir: Path
+    vectors: np.ndarray  # (n, width), L2-normalised rows
+    names: list          # image files (relative to data_dir) of the rows
+    device: torch.device
+    workers: int
+
+
+def open_run(cfg: dict) -> OpenRun:
+    """Load the checkpoint named by cfg's RUN and CHECKPOINT and embed cfg's DATA_DIR (default:
+    the training images) with it, or reuse the cached embeddings."""
+    device = pick_device(cfg["DEVICE"])
+    if cfg["NUM_WORKERS"] < -1 or cfg["BATCH_SIZE"] < 1:
+        raise UserError("--NUM_WORKERS must be -1 (auto), 0 or more and --BATCH_SIZE at least 1")
+    ckpt = checkpoint_path(cfg["RUN"], cfg["CHECKPOINT"])
+    model = load_model(ckpt)
+    run_dir = ckpt.parent
+    data_dir = Path(cfg["DATA_DIR"]) if cfg["DATA_DIR"] else training_data_dir(run_dir)
+    files = find_images(data_dir)
+    workers = loader_workers(cfg["NUM_WORKERS"])
+    print(f"checkpoint: {ckpt}\ndata: {data_dir} ({len(files)} images)")
+    cache_dir = run_dir / "embeddings" / f"{ckpt.stem}__{data_dir.resolve().name}"
+    vectors, names = cached_embeddings(model, ckpt, data_dir, files, cache_dir, cfg["BATCH_SIZE"],
+                                       workers, device)
+    print(f"embeddings: {cache_dir / 'embeddings.npy'} ({vectors.shape[0]} x {vectors.shape[1]})")
+    return OpenRun(ckpt, model, run_dir, data_dir, vectors, names, device, workers)

@@ -34,3 +34,25 @@ def top_k(embeddings: np.ndarray, query: np.ndarray, k: int, exclude=()):
     best = candidates[similarity[candidates] >= kth]
     best = best[np.lexsort((best, -similarity[best]))][:k]
     return best, 1.0 - similarity[best]
+
+
+ALL_PAIRS_CHUNK = 1024  # query rows per block of the similarity matrix (memory: chunk x n floats)
+
+
+def all_nearest(vectors: np.ndarray, k: int):
+    """For every row, the indices and cosine similarities of its k nearest other rows, nearest
+    first (ties by index). Exact, in blocks of rows: O(n^2) time, O(chunk x n) memory."""
+    n = len(vectors)
+    k = min(k, n - 1)
+    indices = np.empty((n, k), dtype=np.int64)
+    similarities = np.empty((n, k), dtype=np.float64)
+    for start in range(0, n, ALL_PAIRS_CHUNK):
+        stop = min(start + ALL_PAIRS_CHUNK, n)
+        block = np.asarray(vectors[start:stop] @ vectors.T, dtype=np.float64)
+        block[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # not its own neighbour
+        best = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        best_sim = np.take_along_axis(block, best, axis=1)
+        order = np.lexsort((best, -best_sim), axis=1)
+        indices[start:stop] = np.take_along_axis(best, order, axis=1)
+        similarities[start:stop] = np.take_along_axis(best_sim, order, axis=1)
+    return indices, similarities

@@ -1,6 +1,8 @@
 """Shared fixtures: small real images from data/sample and one tiny trained run."""
 
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -55,3 +57,20 @@ def trained_run(tmp_path_factory):
                                  "--RUN_NAME=tiny", *TINY])
     assert status == 0
     return base / "runs" / "tiny"
+
+
+def browser_dom(page: Path, profile: Path) -> str:
+    """The DOM of a local HTML page after a real headless Chromium has loaded it."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs it with apt-get")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    # Flags: no sandbox as root, and no background network calls on a closed network.
+    result = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", page.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout

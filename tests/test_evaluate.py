@@ -21,7 +21,8 @@ from model import AtomicCheckpointIO, SimCLR, load_model
 
 
 def evaluate(run, *argv):
-    return run_cli(SSL_Evaluate, [f"--RUN={run}", "--NUM_WORKERS=0", *argv])
+    """SSL_Evaluate without the HTML report unless asked (tests/test_views.py covers it)."""
+    return run_cli(SSL_Evaluate, [f"--RUN={run}", "--NUM_WORKERS=0", "--REPORT=False", *argv])
 
 
 def training_data(run):

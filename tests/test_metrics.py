@@ -33,13 +33,13 @@ def test_precision_at_k_is_exact():
 
 
 def test_precision_at_k_over_several_chunks(monkeypatch):
-    import metrics
+    import search
 
     rng = np.random.default_rng(0)
     vectors = unit(rng.normal(size=(50, 8)))
     labels = rng.integers(0, 3, size=50)
     whole = precision_at_k(vectors, labels, 4)
-    monkeypatch.setattr(metrics, "PRECISION_CHUNK", 7)
+    monkeypatch.setattr(search, "ALL_PAIRS_CHUNK", 7)
     assert precision_at_k(vectors, labels, 4) == pytest.approx(whole)
     similarity = vectors @ vectors.T
     np.fill_diagonal(similarity, -np.inf)

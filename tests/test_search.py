@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from config import UserError
-from search import mean_query, top_k
+from search import all_nearest, mean_query, top_k
 
 
 def unit(*rows):
@@ -55,3 +55,13 @@ def test_mean_of_several_queries_is_renormalised():
 def test_opposite_queries_cancel_with_a_clear_error():
     with pytest.raises(UserError, match="cancel out"):
         mean_query(VECTORS[[0, 5]])
+
+
+def test_all_nearest_lists_each_rows_neighbours_in_order(monkeypatch):
+    import search
+
+    monkeypatch.setattr(search, "ALL_PAIRS_CHUNK", 4)  # several blocks
+    rows, sims = all_nearest(VECTORS, k=3)
+    assert rows.tolist() == [[1, 2, 3], [0, 2, 3], [1, 0, 3], [2, 4, 1], [3, 2, 1], [4, 3, 2]]
+    np.testing.assert_allclose(sims[0], np.cos(ANGLES[1:4]), atol=1e-6)
+    assert (np.diff(sims, axis=1) <= 0).all()
