@@ -17,7 +17,8 @@ import logging
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from config import atomic_path, format_config, require, resolve_config, run_main, usage, wants_help, write_json
+from config import (atomic_path, format_config, require, resolve_config, run_main, usage, wants_help,
+                    write_json)
 from images import load_image
 from report import created, file_uri, png_uri, write_page
 from runs import new_output_dir, open_run

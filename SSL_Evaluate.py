@@ -16,6 +16,7 @@ nearest ones similar, also saved as map.png and explain_<rank>.png).
 """
 
 import difflib
+import json
 import logging
 import math
 from pathlib import Path
@@ -26,29 +27,13 @@ import torch
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, works over ssh and on clusters
 
 from collate import eval_transform
-from config import (
-    UserError,
-    atomic_path,
-    format_config,
-    require,
-    resolve_config,
-    run_main,
-    usage,
-    wants_help,
-    write_json,
-)
+from config import (UserError, atomic_path, format_config, require, resolve_config, run_main, usage,
+                    wants_help, write_json)
 from explain import CAM_LAYERS, explain_pair
 from images import UNREADABLE_ERRORS, load_image
-from maps import (
-    METHODS,
-    MIN_DIST,
-    NEIGHBOURS,
-    PERPLEXITY,
-    draw_scatter,
-    latest_map,
-    project,
-    save_map,
-)
+from index import ENCODINGS, cached_index, on_gpus_if_available
+from index import search as index_search
+from maps import METHODS, MIN_DIST, NEIGHBOURS, PERPLEXITY, draw_scatter, latest_map, project, save_map
 from maps import SEED as MAP_SEED
 from report import created, file_uri, png_uri, write_page
 from runs import new_output_dir, open_run
@@ -66,6 +51,10 @@ DEVICE = "auto"                 # auto (GPU if present) | cpu | cuda
 GRID_COLUMNS = 6                # panels per row in neighbours.png
 PANEL_INCHES = 2.2              # width of one panel in neighbours.png
 GRID_DPI = 100                  # pixels per inch of neighbours.png
+EXACT_LIMIT = 200000            # up to this many images: exact search; above: a FAISS IVF index (recall printed)
+NPROBE = 64                     # IVF cells searched per query: more = higher recall, slower
+NLIST = 0                       # IVF cells; 0 = 4 x sqrt(number of images)
+INDEX_ENCODING = "flat"         # IVF vectors stored as: flat (float32) | sq8 (8-bit, 4x less memory)
 REPORT = True                   # also write report.html (and its map.png, explain_<rank>.png)
 MAP_METHOD = "umap"             # report map when the run has no map of these images yet: umap | tsne
 EXPLAIN_TOP = 3                 # nearest neighbours given a Grad-CAM explanation in the report, >= 0
@@ -73,6 +62,7 @@ CAM_LAYER = "layer3"            # ResNet stage Grad-CAM weighs, layer1..layer4; 
 THUMB_PX = 160                  # side of the report's thumbnails, px
 # -----------------------------------------------------------------------------------------------
 
+_INDEX_SEED = 0  # seeds the IVF index's k-means sample and recall queries
 _CLOSE_NAMES = 5      # suggestions shown for a query name that is not in the data set
 _TITLE_INCHES = 0.4   # height added to each panel for its two-line title
 
@@ -188,6 +178,9 @@ def main(argv):
         return
     cfg = resolve_config(globals(), argv)
     require(cfg["TOP_K"] >= 1, f"--TOP_K={cfg['TOP_K']}: must be at least 1")
+    require(cfg["EXACT_LIMIT"] >= 0 and cfg["NPROBE"] >= 1 and cfg["NLIST"] >= 0,
+            "--EXACT_LIMIT and --NLIST must be >= 0, --NPROBE >= 1")
+    require(cfg["INDEX_ENCODING"] in ENCODINGS, f"--INDEX_ENCODING={cfg['INDEX_ENCODING']}: choose {', '.join(ENCODINGS)}")
     require(cfg["MAP_METHOD"] in METHODS, f"--MAP_METHOD={cfg['MAP_METHOD']}: choose {' or '.join(METHODS)}")
     require(cfg["CAM_LAYER"] in CAM_LAYERS, f"--CAM_LAYER={cfg['CAM_LAYER']}: choose {', '.join(CAM_LAYERS)}")
     require(cfg["EXPLAIN_TOP"] >= 0 and cfg["THUMB_PX"] >= 1, "--EXPLAIN_TOP must be >= 0, --THUMB_PX >= 1")
@@ -205,7 +198,15 @@ def main(argv):
     resolved = [resolve_query(token, data_dir, index_of) for token in tokens]
     query_vectors = [vectors[r] if isinstance(r, int) else embed_file(model, r, device) for r in resolved]
     query = mean_query(np.stack(query_vectors))
-    rows, distances = top_k(vectors, query, cfg["TOP_K"], exclude=[r for r in resolved if isinstance(r, int)])
+    exclude = [r for r in resolved if isinstance(r, int)]
+    if len(names) <= cfg["EXACT_LIMIT"]:
+        rows, distances = top_k(vectors, query, cfg["TOP_K"], exclude=exclude)
+    else:
+        source = json.loads((run.cache_dir / "meta.json").read_text())
+        index, info = cached_index(vectors, run.cache_dir, source, cfg["EXACT_LIMIT"], cfg["NLIST"],
+                                   cfg["NPROBE"], cfg["INDEX_ENCODING"], _INDEX_SEED)
+        print(f"searched with a {info['type']} index (recall@10 {info['recall_at_10']:.3f} against exact search)")
+        rows, distances = index_search(on_gpus_if_available(index), query, cfg["TOP_K"], exclude=exclude)
     table = pd.DataFrame({"rank": range(1, len(rows) + 1), "filename": [names[i] for i in rows],
                           "cosine_distance": distances.round(6)})
 

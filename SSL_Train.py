@@ -21,12 +21,11 @@ import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
-from torch.utils.data import DataLoader
 
-from collate import PRESETS, train_transform
-from config import (UserError, format_config, require, resolve_config, run_main, usage, wants_help,
-                    write_json)
-from images import ImageFolder, collate_readable, detect_channels, find_images, loader_workers
+from collate import PRESETS
+from config import UserError, format_config, require, resolve_config, run_main, usage, wants_help, write_json
+from data import ArchiveData
+from images import detect_channels, find_images, loader_workers
 from knn_monitor import KNNMonitor
 from labels import match_labels, read_labels
 from model import BACKBONES, AtomicCheckpointIO, SimCLR, read_checkpoint
@@ -53,6 +52,10 @@ NUM_WORKERS = -1                # data-loading processes: -1 = one per CPU core 
 ACCELERATOR = "auto"            # auto (GPU if present) | gpu | cpu
 DEVICES = 1                     # GPUs (or CPU processes) per node; > 1 trains with DDP
 NUM_NODES = 1                   # machines, for multi-node (e.g. SLURM) runs
+COMPILE = False                 # torch.compile the backbone: faster steps on a GPU after a slow first one
+CACHE = False                   # decode every image once into a uint8 memory-mapped array in the run folder
+CACHE_SIZE = 256                # px side of the cached images, >= INPUT_SIZE (crops are cut from them)
+BATCH_AUGMENT = False           # augment whole batches on the training device (kornia); needs CACHE=True
 SEED = 42                       # seeds the split, initialisation and augmentations
 LABELS = ""                     # optional CSV (id, class) for the online kNN monitor; "" = none. Never used in the loss
 ID_COLUMN = ""                  # labels column naming the image (path, file name, stem or number); "" = auto
@@ -80,6 +83,8 @@ def check_config(cfg: dict) -> None:
     require(cfg["NUM_WORKERS"] >= -1, f"--NUM_WORKERS={cfg['NUM_WORKERS']}: -1 (auto), 0 or more")
     require(cfg["ACCELERATOR"] in ("auto", "gpu", "cpu"),
             f"--ACCELERATOR={cfg['ACCELERATOR']}: choose auto, gpu or cpu")
+    require(cfg["CACHE_SIZE"] >= cfg["INPUT_SIZE"], f"--CACHE_SIZE={cfg['CACHE_SIZE']}: must be >= INPUT_SIZE")
+    require(cfg["CACHE"] or not cfg["BATCH_AUGMENT"], "--BATCH_AUGMENT=True needs --CACHE=True (uint8 batches)")
     require(cfg["RUN_NAME"] and "/" not in cfg["RUN_NAME"] and cfg["RUN_NAME"] not in (".", ".."),
             f"--RUN_NAME={cfg['RUN_NAME']!r}: give a plain folder name")
 
@@ -165,21 +170,20 @@ def main(argv):
     # The folder holds our config.json; prepare_run_dir already refused any folder from another run.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     pl.seed_everything(cfg["SEED"], workers=True, verbose=False)
-    transform = train_transform(cfg["AUGMENTATION"], cfg["INPUT_SIZE"], channels)
-
-    def loader(names, shuffle):
-        dataset = ImageFolder(cfg["DATA_DIR"], names, channels, transform)
-        return DataLoader(dataset, batch_size=cfg["BATCH_SIZE"], shuffle=shuffle,
-                          # NT-Xent needs negatives: drop a ragged last batch unless it is the only one
-                          drop_last=shuffle and len(names) > cfg["BATCH_SIZE"],
-                          num_workers=workers, persistent_workers=workers > 0,
-                          pin_memory=accelerator == "gpu", collate_fn=collate_readable)
-
+    data = ArchiveData(cfg["DATA_DIR"], train_files, val_files, channels, cfg["AUGMENTATION"], cfg["INPUT_SIZE"],
+                       cfg["BATCH_SIZE"], workers, pin_memory=accelerator == "gpu",
+                       channels_last=accelerator == "gpu", cache_dir=run_dir / "cache" if cfg["CACHE"] else None,
+                       cache_side=cfg["CACHE_SIZE"], batch_augment=cfg["BATCH_AUGMENT"])
     model = SimCLR(backbone=cfg["BACKBONE"], in_channels=channels, input_size=cfg["INPUT_SIZE"],
                    augmentation=cfg["AUGMENTATION"], proj_hidden_dim=cfg["PROJ_HIDDEN_DIM"],
                    proj_out_dim=cfg["PROJ_OUT_DIM"], temperature=cfg["TEMPERATURE"], lr=cfg["LR"],
                    weight_decay=cfg["WEIGHT_DECAY"], warmup_epochs=cfg["WARMUP_EPOCHS"],
                    max_epochs=cfg["MAX_EPOCHS"], batch_size=cfg["BATCH_SIZE"])
+    if accelerator == "gpu":
+        # NHWC layout lets cuDNN use tensor-core convolutions directly (PyTorch's channels_last guide).
+        model = model.to(memory_format=torch.channels_last)
+    if cfg["COMPILE"]:
+        model.backbone.compile()  # in place: checkpoint keys stay the same
     if cfg["RESUME"]:
         check_resume_matches(run_dir, model)
     callbacks = [LearningRateMonitor(logging_interval="epoch")]
@@ -192,12 +196,13 @@ def main(argv):
     trainer = pl.Trainer(
         max_epochs=cfg["MAX_EPOCHS"], accelerator=accelerator, devices=cfg["DEVICES"],
         num_nodes=cfg["NUM_NODES"], precision=precision,
-        strategy="ddp" if distributed else "auto", sync_batchnorm=distributed,
+        # Batch-norm statistics over the global batch, as in SimCLR's "global BN" (section B.9);
+        # PyTorch's SyncBatchNorm runs on GPUs only, so CPU processes (tests) keep their own.
+        strategy="ddp" if distributed else "auto", sync_batchnorm=distributed and accelerator == "gpu",
         callbacks=[checkpoint, *callbacks],
         logger=CSVLogger(run_dir, name="logs"), plugins=[AtomicCheckpointIO()],
         log_every_n_steps=cfg["LOG_EVERY_N_STEPS"], enable_model_summary=False)
-    trainer.fit(model, loader(train_files, True), loader(val_files, False) if val_files else None,
-                ckpt_path=str(run_dir / "last.ckpt") if cfg["RESUME"] else None)
+    trainer.fit(model, datamodule=data, ckpt_path=str(run_dir / "last.ckpt") if cfg["RESUME"] else None)
 
     if trainer.global_rank == 0:
         std = trainer.callback_metrics.get("val_output_std" if val_files else "train_output_std")

@@ -10,9 +10,14 @@ name with AUGMENTATION in SSL_Train.py:
   natural  lightly's SimCLR defaults for everyday photographs (Chen et al. 2020)
 
 Both scripts take their preprocessing from here, so a model is always queried the way it was
-trained.
+trained. `batch_train_transform` applies the same presets to whole batches of tensors on the
+training device (kornia), for when per-image augmentation on the CPU cannot keep a GPU busy.
 """
 
+import inspect
+
+import kornia.augmentation as K
+import torch
 import torchvision.transforms as T
 from lightly.transforms import SimCLRTransform
 
@@ -59,3 +64,35 @@ def eval_transform(input_size: int, channels: int) -> T.Compose:
     norm = normalization(channels)
     return T.Compose([T.Resize((input_size, input_size)), T.ToTensor(),
                       T.Normalize(norm["mean"], norm["std"])])
+
+
+def preset_settings(preset: str) -> dict:
+    """The preset's SimCLRTransform arguments, lightly's defaults filled in."""
+    defaults = {name: p.default for name, p in inspect.signature(SimCLRTransform.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return {**defaults, **PRESETS[preset]}
+
+
+def batch_train_transform(preset: str, input_size: int, channels: int) -> K.AugmentationSequential:
+    """The preset for float batches (N, channels, H, W) in [0, 1] on any device: one random draw
+    per image, in lightly's SimCLR order (crop, rotation, flips, colour jitter, greyscale, blur,
+    normalisation). Call it twice for two views."""
+    s = preset_settings(preset)
+    if s["rr_prob"] > 0 and s["rr_degrees"] is None:
+        raise ValueError(f"preset {preset!r}: 90-degree rotations are not available for batches")
+    strength = s["cj_strength"]
+    steps = [K.RandomResizedCrop((input_size, input_size), scale=(s["min_scale"], 1.0))]
+    if s["rr_prob"] > 0:
+        steps.append(K.RandomRotation(degrees=s["rr_degrees"], p=s["rr_prob"]))
+    steps += [K.RandomHorizontalFlip(p=s["hf_prob"]), K.RandomVerticalFlip(p=s["vf_prob"]),
+              K.ColorJiggle(brightness=s["cj_bright"] * strength, contrast=s["cj_contrast"] * strength,
+                            saturation=s["cj_sat"] * strength if channels == 3 else 0.0,
+                            hue=s["cj_hue"] * strength if channels == 3 else 0.0, p=s["cj_prob"])]
+    if s["random_gray_scale"] > 0 and channels == 3:
+        steps.append(K.RandomGrayscale(p=s["random_gray_scale"]))
+    sigma_max = s["sigmas"][1]
+    kernel = 2 * int(3 * sigma_max) + 1  # +-3 sigma, odd
+    steps.append(K.RandomGaussianBlur((kernel, kernel), sigma=tuple(s["sigmas"]), p=s["gaussian_blur"]))
+    norm = normalization(channels)
+    steps.append(K.Normalize(mean=torch.tensor(norm["mean"]), std=torch.tensor(norm["std"])))
+    return K.AugmentationSequential(*steps)

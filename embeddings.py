@@ -1,15 +1,18 @@
 """Embedding a whole image folder once, cached in the run folder until the data or model changes.
 
 Cache layout, one folder per checkpoint:  <run>/embeddings/<checkpoint name>/
-    embeddings.npy   float32 (n_images, width), L2-normalised rows
+    embeddings.npy   float32 (n_images, width), L2-normalised rows; streamed to disk while
+                     embedding and memory-mapped when read, never held whole in RAM
     filenames.csv    row i of embeddings.npy <-> image file i (relative to the data folder)
     meta.json        what the cache was made from; written last, so a cache whose meta.json is
                      missing or different (an interrupted or stale build) is rebuilt
 """
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,7 @@ from images import ImageFolder, collate_readable
 log = logging.getLogger("spacessl")
 
 HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a checkpoint
+COPY_CHUNK = 65536    # embedding rows copied at a time when compacting
 
 
 def checkpoint_digest(path) -> str:
@@ -54,26 +58,59 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def embed_images(model, root, files, batch_size: int, num_workers: int, device: torch.device):
-    """(embeddings, kept file names): unreadable images are skipped with a warning."""
+def embed_images(model, root, files, batch_size: int, num_workers: int, device: torch.device, out_path=None):
+    """(embeddings, kept file names): unreadable images are skipped with a warning.
+
+    With out_path, rows are streamed into a .npy file there (written atomically) and the array
+    returned is that file memory-mapped read-only, so an archive larger than RAM can be embedded.
+    """
     hp = model.hparams
     dataset = ImageFolder(root, files, hp.in_channels, eval_transform(hp.input_size, hp.in_channels))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
                         collate_fn=collate_readable, pin_memory=device.type == "cuda")
     model = model.to(device).eval()
     chunks, kept = [], []
-    # bf16 autocast only on a GPU; on the CPU fp32 keeps embeddings bit-identical between runs.
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with torch.inference_mode(), autocast:
+    with contextlib.ExitStack() as stack:
+        rows = None  # the output memmap, opened once the first batch gives the width
+        # bf16 autocast only on a GPU; on the CPU fp32 keeps embeddings bit-identical between runs.
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"))
+        tmp = stack.enter_context(atomic_path(out_path)) if out_path is not None else None
         for batch in loader:
             if batch is None:
                 continue
             images, indices = batch
-            chunks.append(model.embed(images.to(device, non_blocking=True)).cpu().numpy())
+            vectors = model.embed(images.to(device, non_blocking=True)).cpu().numpy()
+            if tmp is None:
+                chunks.append(vectors)
+            else:
+                if rows is None:
+                    rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                                     shape=(len(files), vectors.shape[1]))
+                rows[len(kept):len(kept) + len(vectors)] = vectors
             kept.extend(files[i] for i in indices.tolist())
-    if not chunks:
-        raise UserError(f"none of the {len(files)} images under {root} could be read")
-    return np.concatenate(chunks), kept
+        if not kept:
+            raise UserError(f"none of the {len(files)} images under {root} could be read")
+        if tmp is not None:
+            rows.flush()
+            rows = None  # unmap before the file is moved (Windows cannot rename a mapped file)
+            if len(kept) < len(files):  # unreadable images left unused rows at the end
+                compact(tmp, len(kept))
+    if out_path is None:
+        return np.concatenate(chunks), kept
+    return np.load(out_path, mmap_mode="r"), kept
+
+
+def compact(path, n_rows: int) -> None:
+    """Keep only the first n_rows of the .npy at path, copying in chunks."""
+    full = np.load(path, mmap_mode="r")
+    short = path.with_name(path.name + ".compact.npy")
+    out = np.lib.format.open_memmap(short, mode="w+", dtype=full.dtype, shape=(n_rows, full.shape[1]))
+    for start in range(0, n_rows, COPY_CHUNK):
+        out[start:start + COPY_CHUNK] = full[start:min(start + COPY_CHUNK, n_rows)]
+    out.flush()
+    del full, out
+    os.replace(short, path)
 
 
 def cached_embeddings(model, checkpoint, root, files, cache_dir, batch_size, num_workers, device):
@@ -91,14 +128,12 @@ def cached_embeddings(model, checkpoint, root, files, cache_dir, batch_size, num
         if same and (cache_dir / "embeddings.npy").is_file() and (cache_dir / "filenames.csv").is_file():
             log.info("reusing embeddings in %s (same checkpoint and data)", cache_dir)
             names = pd.read_csv(cache_dir / "filenames.csv", keep_default_na=False)["filename"]
-            return np.load(cache_dir / "embeddings.npy"), names.tolist()
+            return np.load(cache_dir / "embeddings.npy", mmap_mode="r"), names.tolist()
         log.info("data or checkpoint changed since %s was built: embedding again", cache_dir)
         meta_path.unlink()
     log.info("embedding %d images into %s", len(files), cache_dir)
-    vectors, kept = embed_images(model, root, files, batch_size, num_workers, device)
-    with atomic_path(cache_dir / "embeddings.npy") as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, vectors.astype(np.float32))
+    vectors, kept = embed_images(model, root, files, batch_size, num_workers, device,
+                                 out_path=cache_dir / "embeddings.npy")
     with atomic_path(cache_dir / "filenames.csv") as tmp:
         pd.DataFrame({"filename": kept}).to_csv(tmp, index=False)
     write_json(meta_path, {**meta, "n_embedded": len(kept), "width": int(vectors.shape[1])})

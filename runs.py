@@ -52,6 +52,7 @@ class OpenRun:
     names: list          # image files (relative to data_dir) of the rows
     device: torch.device
     workers: int
+    cache_dir: Path      # where the embeddings (and a search index) are cached
 
 
 def open_run(cfg: dict) -> OpenRun:
@@ -71,4 +72,4 @@ def open_run(cfg: dict) -> OpenRun:
     vectors, names = cached_embeddings(model, ckpt, data_dir, files, cache_dir, cfg["BATCH_SIZE"],
                                        workers, device)
     print(f"embeddings: {cache_dir / 'embeddings.npy'} ({vectors.shape[0]} x {vectors.shape[1]})")
-    return OpenRun(ckpt, model, run_dir, data_dir, vectors, names, device, workers)
+    return OpenRun(ckpt, model, run_dir, data_dir, vectors, names, device, workers, cache_dir)

@@ -5,7 +5,7 @@ import torch
 from conftest import GALAXIES, THEMIS
 from PIL import Image
 
-from collate import PRESETS, eval_transform, train_transform
+from collate import PRESETS, batch_train_transform, eval_transform, train_transform
 from images import load_image
 
 
@@ -30,3 +30,15 @@ def test_eval_transform_is_deterministic_and_resizes_the_whole_image():
     img = Image.new("L", (150, 100), 128)
     first, second = eval_transform(64, 1)(img), eval_transform(64, 1)(img)
     assert first.shape == (1, 64, 64) and torch.equal(first, second)
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_batch_augmentation_gives_two_views_per_image(preset, channels):
+    torch.manual_seed(0)
+    batch = torch.rand(1, channels, 60, 60).repeat(4, 1, 1, 1)  # four copies of one image
+    augment = batch_train_transform(preset, 48, channels)
+    view0, view1 = augment(batch), augment(batch)
+    assert view0.shape == view1.shape == (4, channels, 48, 48)
+    assert not torch.equal(view0, view1)
+    assert not torch.equal(view0[0], view0[1])  # each copy gets its own random draw

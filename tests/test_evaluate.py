@@ -188,3 +188,18 @@ def test_unreadable_image_in_the_data_set_is_left_out(run, tmp_path, caplog):
     assert any("broken.jpg" in r.getMessage() for r in caplog.records)
     names = pd.read_csv(run / "embeddings" / "best__data" / "filenames.csv")["filename"].tolist()
     assert len(names) == 6 and "broken.jpg" not in names
+
+
+def test_above_the_exact_limit_search_uses_an_ivf_index(run, capsys):
+    assert evaluate(run) == 0
+    names = pd.read_csv(run / "embeddings" / "best__data" / "filenames.csv")["filename"].tolist()
+    # 24 images, 4 IVF cells all probed: the approximate search must equal the exact one.
+    argv = [f"--QUERY={names[0]}", "--TOP_K=5", "--EXACT_LIMIT=10", "--NLIST=4", "--NPROBE=4"]
+    assert evaluate(run, *argv) == 0
+    assert "searched with a ivf-flat index (recall@10 1.000" in capsys.readouterr().out
+    assert (run / "embeddings" / "best__data" / "index.faiss").is_file()
+    approx = pd.read_csv(query_dirs(run)[0] / "neighbours.csv")
+    assert evaluate(run, f"--QUERY={names[0]}", "--TOP_K=5") == 0
+    exact = pd.read_csv(query_dirs(run)[1] / "neighbours.csv")
+    assert approx["filename"].tolist() == exact["filename"].tolist()
+    np.testing.assert_allclose(approx["cosine_distance"], exact["cosine_distance"], atol=1e-5)

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from config import UserError
-from metrics import (cross_validate, knn_accuracy, mean_std, per_class_sample, precision_at_k,
-                     usable_folds)
+from metrics import cross_validate, knn_accuracy, mean_std, per_class_sample, precision_at_k, usable_folds
 
 
 def unit(rows):

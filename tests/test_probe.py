@@ -6,11 +6,11 @@ import shutil
 
 import pandas as pd
 import pytest
+from conftest import SAMPLE, TINY, run_cli
 from PIL import Image
 
 import SSL_Probe
 import SSL_Train
-from conftest import SAMPLE, TINY, run_cli
 
 LABELS = SAMPLE / "galaxy_labels.csv"  # 300 rows; the tiny run's 24 images are among them
 

@@ -90,7 +90,7 @@ def test_corrupt_and_mixed_images_train_with_a_warning(tmp_path, caplog):
 @pytest.mark.parametrize("argv,message", [
     (["--DATA_DIR=/no/such/folder"], "data folder /no/such/folder does not exist"),
     (["--BATCH_SIZE=many"], "--BATCH_SIZE=many: expected a whole number"),
-    (["--BATCH_SIZ=8"], "unknown hyperparameter --BATCH_SIZ; did you mean BATCH_SIZE?"),
+    (["--BATCH_SIZ=8"], "unknown hyperparameter --BATCH_SIZ; did you mean BATCH_SIZE"),
     (["--AUGMENTATION=colour"], "choose one of allsky, astro, natural"),
     (["--WARMUP_EPOCHS=5", "--MAX_EPOCHS=5"], "below MAX_EPOCHS=5"),
 ])

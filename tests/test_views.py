@@ -7,13 +7,13 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SAMPLE, browser_dom, run_cli
 from PIL import Image
 
 import SSL_Anomalies
 import SSL_Evaluate
 import SSL_Map
 from config import UserError
-from conftest import SAMPLE, browser_dom, run_cli
 from explain import similarity_cams
 from maps import draw_mosaic, latest_map, project
 from model import load_model

@@ -1,0 +1,222 @@
+"""Speed and memory benchmark: training and embedding throughput, search latency and recall.
+
+Usage (from the repository root):
+    .venv/bin/python bench/scale.py                                  # CPU-sized defaults, ~10 min here
+    .venv/bin/python bench/scale.py --INPUT_SIZE=256 --BATCH_SIZE=256 --STEPS=50 --SEARCH_SIZES=100000,1000000,10000000
+
+Prints, side by side:
+- training images/s of the same SimCLR step fed (a) synthetic tensors already on the device,
+  (b) SSL_Train.py's data pipeline on real images three ways: decoding every epoch, from the
+  decode-once cache, and from the cache with whole-batch augmentation on the device,
+  (c) a plain loop in the style of the original SpaceSSL script: fp32, batch 64, no workers;
+- embedding images/s (evaluation transform, no augmentation);
+- for each search size: IVF index build time, recall@10 against exact search, ms per query for
+  the IVF index and for exact search, on synthetic clustered unit vectors written to a
+  memory-mapped .npy first (so sizes beyond RAM work);
+- peak resident memory of the process (and peak GPU memory on a GPU).
+On a GPU the step runs in bf16 autocast with channels_last (SSL_Train.py's settings).
+"""
+
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from config import resolve_config, run_main, usage, wants_help  # noqa: E402
+from embeddings import embed_images, pick_device  # noqa: E402
+from data import ArchiveData  # noqa: E402
+from images import detect_channels, find_images, loader_workers  # noqa: E402
+from index import build_index, exact_knn  # noqa: E402
+from model import SimCLR  # noqa: E402
+
+# ---- hyperparameters --------------------------------------------------------------------------
+DATA_DIR = "data/sample/galaxies"  # real images for the end-to-end and embedding figures
+BACKBONE = "resnet18"             # torchvision ResNet under test
+INPUT_SIZE = 64                   # px crops
+CACHE_SIZE = 80                   # px side of the decode-once cache (the sample images are 80 px)
+BATCH_SIZE = 64                   # images per step (pipeline and synthetic)
+SPACESSL_BATCH = 64               # the original script's batch size
+STEPS = 8                         # timed steps per measurement (after WARMUP_STEPS)
+WARMUP_STEPS = 2                  # untimed steps first (allocations, cuDNN autotuning)
+NUM_WORKERS = -1                  # loader processes for the pipeline: -1 = one per core (capped)
+DEVICE = "auto"                   # auto | cpu | cuda
+SEARCH_SIZES = "100000,1000000"   # synthetic vector counts for the search figures
+DIM = 512                         # embedding width (resnet18's)
+CLUSTERS_PER_MILLION = 2000       # synthetic data: cluster centres per million vectors
+NOISE = 2.0                       # synthetic data: per-coordinate noise around a centre (centre coords ~N(0,1));
+                                  # 2.0: same-cluster pairs at cosine ~0.2, unrelated pairs at 0 +- 0.04 (512-d)
+NPROBE = 64                       # IVF cells searched per query
+SEARCH_QUERIES = 200              # queries timed per size
+SEED = 0
+# -----------------------------------------------------------------------------------------------
+
+GENERATE_CHUNK = 100_000  # synthetic vectors written at a time
+
+
+def step_fn(model, optimizer, device):
+    """One SimCLR training step on two batches of views; bf16 autocast on a GPU."""
+    def step(view0, view1):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = model.criterion(model(view0), model(view1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+    return step
+
+
+def timed(batches, step, device, warmup: int, steps: int, batch_size: int) -> float:
+    """Images per second over `steps` steps after `warmup` untimed ones."""
+    iterator = iter(batches)
+    for _ in range(warmup):
+        step(*next(iterator))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(*next(iterator))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def make_model(cfg, channels, device, channels_last: bool):
+    model = SimCLR(backbone=cfg["BACKBONE"], in_channels=channels, input_size=cfg["INPUT_SIZE"]).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.train()
+
+
+def pipeline_batches(data: ArchiveData, device):
+    """Endless (view0, view1) batches on the device, through SSL_Train.py's data module."""
+    while True:
+        for batch in data.train_dataloader():
+            if batch is None:
+                continue
+            images, indices = batch
+            images = [x.to(device, non_blocking=True) for x in images] if isinstance(images, list) \
+                else images.to(device, non_blocking=True)
+            views, _ = data.on_after_batch_transfer((images, indices), 0)
+            yield views
+
+
+def data_module(cfg, files, channels, device, batch_size, workers, cache_dir=None, batch_augment=False):
+    gpu = device.type == "cuda"
+    return ArchiveData(cfg["DATA_DIR"], files, [], channels, "astro", cfg["INPUT_SIZE"], batch_size, workers,
+                       pin_memory=gpu, channels_last=gpu, cache_dir=cache_dir, cache_side=cfg["CACHE_SIZE"],
+                       batch_augment=batch_augment)
+
+
+def training_figures(cfg, device) -> dict:
+    files = find_images(cfg["DATA_DIR"])
+    channels = detect_channels(cfg["DATA_DIR"], files)
+    gpu = device.type == "cuda"
+    figures = {}
+    torch.manual_seed(cfg["SEED"])
+    model = make_model(cfg, channels, device, channels_last=gpu)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    step = step_fn(model, optimizer, device)
+    shape = (cfg["BATCH_SIZE"], channels, cfg["INPUT_SIZE"], cfg["INPUT_SIZE"])
+    synthetic = [(torch.randn(shape, device=device), torch.randn(shape, device=device))] * 2
+
+    def cycle(items):
+        while True:
+            yield from items
+
+    figures["train synthetic (img/s)"] = timed(cycle(synthetic), step, device, cfg["WARMUP_STEPS"], cfg["STEPS"],
+                                               cfg["BATCH_SIZE"])
+    workers = loader_workers(cfg["NUM_WORKERS"])
+    with tempfile.TemporaryDirectory(dir=ROOT / "checkpoints", prefix=".bench_cache-") as cache_dir:
+        variants = {"train end-to-end, decode every epoch (img/s)": {},
+                    "train end-to-end, decode-once cache (img/s)": {"cache_dir": Path(cache_dir)},
+                    "train end-to-end, cache + batch augment (img/s)": {"cache_dir": Path(cache_dir),
+                                                                         "batch_augment": True}}
+        for name, options in variants.items():
+            data = data_module(cfg, files, channels, device, cfg["BATCH_SIZE"], workers, **options)
+            figures[name] = timed(pipeline_batches(data, device), step, device, cfg["WARMUP_STEPS"], cfg["STEPS"],
+                                  cfg["BATCH_SIZE"])
+    # SpaceSSL-style: fp32 (no autocast), batch 64, augmentations in the main process.
+    plain = make_model(cfg, channels, device, channels_last=False)
+    plain_optimizer = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9)
+
+    def plain_step(view0, view1):
+        loss = plain.criterion(plain(view0), plain(view1))
+        plain_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        plain_optimizer.step()
+
+    plain_data = data_module(cfg, files, channels, torch.device("cpu"), cfg["SPACESSL_BATCH"], 0)
+    figures["train SpaceSSL-style loop (img/s)"] = timed(pipeline_batches(plain_data, device), plain_step, device,
+                                                         cfg["WARMUP_STEPS"], cfg["STEPS"], cfg["SPACESSL_BATCH"])
+    model.eval()
+    start = time.perf_counter()
+    vectors, kept = embed_images(model, cfg["DATA_DIR"], files, cfg["BATCH_SIZE"], loader_workers(cfg["NUM_WORKERS"]),
+                                 device)
+    figures["embed (img/s)"] = len(kept) / (time.perf_counter() - start)
+    return figures
+
+
+def synthetic_vectors(path: Path, n: int, cfg) -> np.ndarray:
+    """n clustered unit vectors, written in chunks to a .npy and returned memory-mapped."""
+    rng = np.random.default_rng(cfg["SEED"])
+    clusters = max(1, n * cfg["CLUSTERS_PER_MILLION"] // 1_000_000)
+    centres = rng.normal(size=(clusters, cfg["DIM"])).astype(np.float32)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, cfg["DIM"]))
+    for start in range(0, n, GENERATE_CHUNK):
+        size = min(GENERATE_CHUNK, n - start)
+        chunk = centres[rng.integers(0, clusters, size)] + cfg["NOISE"] * rng.normal(size=(size, cfg["DIM"]))
+        out[start:start + size] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
+    out.flush()
+    del out
+    return np.load(path, mmap_mode="r")
+
+
+def search_figures(cfg, n: int, workdir: Path) -> dict:
+    vectors = synthetic_vectors(workdir / f"vectors_{n}.npy", n, cfg)
+    start = time.perf_counter()
+    index, info = build_index(vectors, exact_limit=0, nlist=0, nprobe=cfg["NPROBE"], encoding="flat", seed=cfg["SEED"])
+    build = time.perf_counter() - start
+    rng = np.random.default_rng(cfg["SEED"] + 1)
+    queries = np.asarray(vectors[np.sort(rng.choice(n, cfg["SEARCH_QUERIES"], replace=False))])
+    start = time.perf_counter()
+    for query in queries:  # one at a time, as a user asks
+        index.search(query[None], 10)
+    ivf_ms = 1000 * (time.perf_counter() - start) / len(queries)
+    exact_queries = queries[:max(1, len(queries) // 10)]
+    start = time.perf_counter()
+    exact_knn(vectors, exact_queries, 10)
+    exact_ms = 1000 * (time.perf_counter() - start) / len(exact_queries)
+    return {"vectors": n, "IVF cells": info["nlist"], "nprobe": info["nprobe"], "build (s)": round(build, 1),
+            "recall@10": round(info["recall_at_10"], 3), "IVF ms/query": round(ivf_ms, 2),
+            "exact ms/query": round(exact_ms, 1)}
+
+
+def main(argv):
+    if wants_help(argv):
+        print(usage(__doc__, __file__))
+        return
+    cfg = resolve_config(globals(), argv)
+    device = pick_device(cfg["DEVICE"])
+    print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
+          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    for name, value in training_figures(cfg, device).items():
+        print(f"  {name:<36} {value:8.1f}")
+    rows = []
+    with tempfile.TemporaryDirectory(dir=ROOT / "checkpoints", prefix=".bench_scale-") as workdir:
+        for n in [int(s) for s in cfg["SEARCH_SIZES"].split(",") if s.strip()]:
+            rows.append(search_figures(cfg, n, Path(workdir)))
+            print("  " + ", ".join(f"{k} {v}" for k, v in rows[-1].items()), flush=True)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(f"  peak resident memory: {peak_rss:.0f} MiB" +
+          (f", peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if device.type == "cuda" else ""))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,97 @@
+"""Decode once: every image read, resized and stored as uint8 in a memory-mapped array.
+
+Decoding a PNG or JPEG and resizing it costs more CPU than augmenting it; with the cache each
+image is decoded once, and every epoch after reads a few kB from the (page-cached) array:
+
+    <cache>/images.npy    uint8 (n_images, channels, side, side)
+    <cache>/readable.npy  bool (n_images,): False where the file could not be read (skipped)
+    <cache>/meta.json     what it was built from; written last, so an interrupted build is
+                          detected (no or different meta.json) and built again
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from config import atomic_path, write_json
+from embeddings import data_digest
+from images import UNREADABLE_ERRORS, load_image
+
+log = logging.getLogger("spacessl")
+
+DECODE_BATCH = 64  # images decoded per loader batch while building
+
+
+class Decode(Dataset):
+    """(uint8 array (channels, side, side), index) per file, or (None, index) if unreadable."""
+
+    def __init__(self, root, files, channels: int, side: int):
+        self.root, self.files, self.channels, self.side = Path(root), files, channels, side
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, index):
+        try:
+            img = load_image(self.root / self.files[index], self.channels)
+        except UNREADABLE_ERRORS as err:
+            log.warning("skipping unreadable image %s (%s)", self.root / self.files[index], err)
+            return None, index
+        pixels = np.asarray(img.resize((self.side, self.side), Image.Resampling.BILINEAR))
+        return (pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)), index
+
+
+def keep_as_list(batch):
+    return batch
+
+
+def decoded_cache(root, files, channels: int, side: int, cache_dir: Path, workers: int):
+    """(images memmap (n, channels, side, side) uint8, readable mask), built on first use."""
+    meta = {"data_dir": str(Path(root).resolve()), "data_sha256": data_digest(root, files),
+            "n_files": len(files), "channels": channels, "side": side}
+    meta_path = cache_dir / "meta.json"
+    if meta_path.is_file() and json.loads(meta_path.read_text()) == meta:
+        log.info("reusing decoded images in %s", cache_dir)
+        return np.load(cache_dir / "images.npy", mmap_mode="r"), np.load(cache_dir / "readable.npy")
+    if meta_path.is_file():
+        meta_path.unlink()
+    log.info("decoding %d images once into %s (%d x %d px)", len(files), cache_dir, side, side)
+    readable = np.zeros(len(files), dtype=bool)
+    loader = DataLoader(Decode(root, files, channels, side), batch_size=DECODE_BATCH, num_workers=workers,
+                        collate_fn=keep_as_list)
+    with atomic_path(cache_dir / "images.npy") as tmp:
+        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), channels, side, side))
+        for batch in loader:
+            for pixels, index in batch:
+                if pixels is not None:
+                    images[index] = pixels
+                    readable[index] = True
+        images.flush()
+        del images  # unmapped before the file is moved
+    with atomic_path(cache_dir / "readable.npy") as tmp:
+        np.save(tmp, readable)
+    write_json(meta_path, meta)
+    return np.load(cache_dir / "images.npy", mmap_mode="r"), readable
+
+
+class CachedImages(Dataset):
+    """Items of the cache: (transform(PIL image), index) with a per-image transform, else
+    (uint8 tensor (channels, side, side), index) for augmentation of whole batches later."""
+
+    def __init__(self, images, rows, transform=None):
+        self.images, self.rows, self.transform = images, rows, transform
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        pixels = np.array(self.images[self.rows[i]])  # a copy: workers never hand out views of the map
+        if self.transform is None:
+            return torch.from_numpy(pixels), i
+        img = Image.fromarray(pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0))
+        return self.transform(img), i

@@ -1,0 +1,79 @@
+"""Decode-once cache: built once with unreadable files marked, reused, rebuilt when stale or
+half-written; and training through it, with per-image or whole-batch augmentation."""
+
+import logging
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cache import CachedImages, decoded_cache
+from collate import train_transform
+from conftest import THEMIS, TINY, copy_images, run_cli
+from images import find_images, load_image
+
+
+def test_cache_holds_every_readable_image_once(tmp_path, caplog):
+    names = copy_images(THEMIS, tmp_path / "data", 5)
+    (tmp_path / "data" / "broken.png").write_bytes(b"not a png")
+    files = find_images(tmp_path / "data")
+    with caplog.at_level(logging.WARNING, logger="spacessl"):
+        images, readable = decoded_cache(tmp_path / "data", files, 1, 32, tmp_path / "cache", 0)
+    assert images.shape == (6, 1, 32, 32) and images.dtype == np.uint8
+    assert readable.tolist() == [name != "broken.png" for name in files]
+    assert "broken.png" in caplog.text
+    expected = np.asarray(load_image(tmp_path / "data" / names[0], 1).resize((32, 32), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(images[files.index(names[0]), 0], expected)
+
+
+def test_cache_is_reused_and_rebuilt_when_stale_or_half_written(tmp_path, caplog):
+    copy_images(THEMIS, tmp_path / "data", 3)
+    files = find_images(tmp_path / "data")
+    decoded_cache(tmp_path / "data", files, 1, 16, tmp_path / "cache", 0)
+    with caplog.at_level(logging.INFO, logger="spacessl"):
+        decoded_cache(tmp_path / "data", files, 1, 16, tmp_path / "cache", 0)
+    assert "reusing decoded images" in caplog.text
+    for make_stale in (lambda: (tmp_path / "cache" / "meta.json").unlink(),       # interrupted build
+                       lambda: (tmp_path / "data" / files[0]).touch()):           # image changed
+        make_stale()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="spacessl"):
+            decoded_cache(tmp_path / "data", files, 1, 16, tmp_path / "cache", 0)
+        assert "decoding 3 images once" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="spacessl"):
+        decoded_cache(tmp_path / "data", files, 1, 24, tmp_path / "cache", 0)  # another size
+    assert "decoding 3 images once" in caplog.text
+
+
+def test_cached_items_for_both_augmentation_paths(tmp_path):
+    copy_images(THEMIS, tmp_path / "data", 2)
+    files = find_images(tmp_path / "data")
+    images, _ = decoded_cache(tmp_path / "data", files, 1, 40, tmp_path / "cache", 0)
+    raw, index = CachedImages(images, [1])[0]
+    assert index == 0 and raw.dtype == torch.uint8 and raw.shape == (1, 40, 40)
+    (view0, view1), _ = CachedImages(images, [0, 1], train_transform("allsky", 32, 1))[1]
+    assert view0.shape == view1.shape == (1, 32, 32) and not torch.equal(view0, view1)
+
+
+def train(data, runs, name, *extra):
+    import SSL_Train
+
+    return run_cli(SSL_Train, [f"--DATA_DIR={data}", f"--CHECKPOINT_DIR={runs}", f"--RUN_NAME={name}", *TINY,
+                               "--CACHE=True", "--CACHE_SIZE=40", *extra])
+
+
+def test_training_from_the_cache_with_batch_augmentation(galaxy_dir, tmp_path):
+    assert train(galaxy_dir, tmp_path, "batch", "--BATCH_AUGMENT=True") == 0
+    assert (tmp_path / "batch" / "cache" / "meta.json").is_file()
+    assert (tmp_path / "batch" / "last.ckpt").is_file()
+    assert train(galaxy_dir, tmp_path, "per_image") == 0
+    assert (tmp_path / "per_image" / "last.ckpt").is_file()
+
+
+def test_batch_augmentation_needs_the_cache(galaxy_dir, tmp_path, capsys):
+    import SSL_Train
+
+    argv = [f"--DATA_DIR={galaxy_dir}", f"--CHECKPOINT_DIR={tmp_path}", "--BATCH_AUGMENT=True"]
+    assert run_cli(SSL_Train, argv) == 2
+    assert "--BATCH_AUGMENT=True needs --CACHE=True" in capsys.readouterr().err

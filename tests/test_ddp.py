@@ -1,0 +1,37 @@
+"""Distributed training for real on the CPU: 2 processes (gloo) with NT-Xent gathered across ranks
+must train like 1 process with the doubled batch, not like 1 process with the per-rank batch."""
+
+import subprocess
+import sys
+
+import pandas as pd
+
+from conftest import GALAXIES, ROOT, copy_images
+
+COMMON = ["--INPUT_SIZE=32", "--MAX_EPOCHS=3", "--WARMUP_EPOCHS=0", "--NUM_WORKERS=0", "--PROJ_HIDDEN_DIM=64",
+          "--PROJ_OUT_DIM=32", "--ACCELERATOR=cpu", "--VAL_FRACTION=0", "--AUGMENTATION=astro"]
+
+
+def train(data, runs, name, *extra):
+    """Run SSL_Train.py as a command (DDP starts its other ranks by re-running the command)."""
+    result = subprocess.run([sys.executable, "SSL_Train.py", f"--DATA_DIR={data}", f"--CHECKPOINT_DIR={runs}",
+                             f"--RUN_NAME={name}", *COMMON, *extra], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = pd.read_csv(runs / name / "logs" / "version_0" / "metrics.csv")
+    return metrics["train_loss_epoch"].dropna().to_numpy()
+
+
+def test_two_processes_train_like_one_with_the_doubled_batch(tmp_path):
+    copy_images(GALAXIES, tmp_path / "data", 64)
+    two_ranks = train(tmp_path / "data", tmp_path / "runs", "ddp", "--DEVICES=2", "--BATCH_SIZE=8")
+    doubled = train(tmp_path / "data", tmp_path / "runs", "one16", "--DEVICES=1", "--BATCH_SIZE=16")
+    per_rank = train(tmp_path / "data", tmp_path / "runs", "one8", "--DEVICES=1", "--BATCH_SIZE=8")
+    assert len(two_ranks) == len(doubled) == len(per_rank) == 3
+    # NT-Xent grows with the number of negatives (~log(2N - 1)): gathered over 2 ranks of 8 it
+    # must match a single batch of 16 (log 31 = 3.43), not a single batch of 8 (log 15 = 2.71).
+    gap_to_doubled = abs(two_ranks - doubled).max()
+    gap_to_per_rank = abs(two_ranks - per_rank).min()
+    assert gap_to_doubled < 0.1 * doubled.min(), (two_ranks, doubled)
+    assert gap_to_per_rank > 2 * gap_to_doubled, (two_ranks, per_rank)
+    assert (tmp_path / "runs" / "ddp" / "last.ckpt").is_file()
