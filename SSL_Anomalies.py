@@ -12,7 +12,6 @@ its score and nearest neighbour), anomalies.png and anomalies.html (the TOP of t
 its nearest neighbour) and config.json. Exact search: O(n^2) time, fine up to ~10^5 images.
 """
 
-import logging
 
 import pandas as pd
 from PIL import Image, ImageDraw
@@ -108,5 +107,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     run_main(main)

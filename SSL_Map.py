@@ -11,7 +11,6 @@ their map positions, one per grid cell) and config.json. SSL_Evaluate.py's repor
 newest map of the same images.
 """
 
-import logging
 
 from config import format_config, require, resolve_config, run_main, usage, wants_help, write_json
 from labels import match_labels, read_labels
@@ -73,5 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     run_main(main)

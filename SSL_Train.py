@@ -10,7 +10,6 @@ Everything the run writes goes to checkpoints/<RUN_NAME>/: config.json, best.ckp
 validation loss), last.ckpt, and logs/version_N/metrics.csv.
 """
 
-import logging
 import math
 import warnings
 from pathlib import Path
@@ -214,5 +213,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     run_main(main)

@@ -7,6 +7,7 @@ Each script keeps its hyperparameters as UPPER_CASE constants at its top (nanoGP
 import contextlib
 import difflib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -114,7 +115,9 @@ def write_json(path: Path, data) -> None:
 
 
 def run_main(main, argv=None) -> None:
-    """Run a script's main(argv); a UserError ends it with one line on stderr and exit status 2."""
+    """Run a script's main(argv) with progress messages (INFO) and warnings on stderr; a UserError
+    ends it with one line on stderr and exit status 2."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:
         main(sys.argv[1:] if argv is None else argv)
     except UserError as err:
