@@ -113,28 +113,45 @@ def compact(path, n_rows: int) -> None:
     os.replace(short, path)
 
 
+def cache_meta(checkpoint, root, files) -> dict:
+    """What a cache of embeddings is made from; a cache is reused only if this is unchanged."""
+    return {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": checkpoint_digest(checkpoint),
+            "data_dir": str(Path(root).resolve()), "data_sha256": data_digest(root, files), "n_files": len(files)}
+
+
+def read_cache(cache_dir: Path, meta: dict):
+    """(embeddings memmap, file names) if cache_dir holds a complete cache made from `meta`, else
+    None; a stale or half-written cache loses its meta.json, so it is never half-trusted."""
+    meta_path = cache_dir / "meta.json"
+    if not meta_path.is_file():
+        return None
+    old = json.loads(meta_path.read_text())
+    if all(old.get(key) == value for key, value in meta.items()) and (cache_dir / "embeddings.npy").is_file() \
+            and (cache_dir / "filenames.csv").is_file():
+        log.info("reusing embeddings in %s (same checkpoint and data)", cache_dir)
+        names = pd.read_csv(cache_dir / "filenames.csv", keep_default_na=False)["filename"]
+        return np.load(cache_dir / "embeddings.npy", mmap_mode="r"), names.tolist()
+    log.info("data or checkpoint changed since %s was built: embedding again", cache_dir)
+    meta_path.unlink()
+    return None
+
+
+def finish_cache(cache_dir: Path, meta: dict, kept: list, width: int) -> None:
+    """Write filenames.csv, then meta.json last: only now is the cache complete."""
+    with atomic_path(cache_dir / "filenames.csv") as tmp:
+        pd.DataFrame({"filename": kept}).to_csv(tmp, index=False)
+    write_json(cache_dir / "meta.json", {**meta, "n_embedded": len(kept), "width": width})
+
+
 def cached_embeddings(model, checkpoint, root, files, cache_dir, batch_size, num_workers, device):
     """Embeddings of `files`, from the cache when it was made from this checkpoint and data."""
     cache_dir = Path(cache_dir)
-    meta = {"checkpoint": str(Path(checkpoint).resolve()),
-            "checkpoint_sha256": checkpoint_digest(checkpoint),
-            "data_dir": str(Path(root).resolve()),
-            "data_sha256": data_digest(root, files),
-            "n_files": len(files)}
-    meta_path = cache_dir / "meta.json"
-    if meta_path.is_file():
-        old = json.loads(meta_path.read_text())
-        same = all(old.get(key) == value for key, value in meta.items())
-        if same and (cache_dir / "embeddings.npy").is_file() and (cache_dir / "filenames.csv").is_file():
-            log.info("reusing embeddings in %s (same checkpoint and data)", cache_dir)
-            names = pd.read_csv(cache_dir / "filenames.csv", keep_default_na=False)["filename"]
-            return np.load(cache_dir / "embeddings.npy", mmap_mode="r"), names.tolist()
-        log.info("data or checkpoint changed since %s was built: embedding again", cache_dir)
-        meta_path.unlink()
+    meta = cache_meta(checkpoint, root, files)
+    cached = read_cache(cache_dir, meta)
+    if cached is not None:
+        return cached
     log.info("embedding %d images into %s", len(files), cache_dir)
     vectors, kept = embed_images(model, root, files, batch_size, num_workers, device,
                                  out_path=cache_dir / "embeddings.npy")
-    with atomic_path(cache_dir / "filenames.csv") as tmp:
-        pd.DataFrame({"filename": kept}).to_csv(tmp, index=False)
-    write_json(meta_path, {**meta, "n_embedded": len(kept), "width": int(vectors.shape[1])})
+    finish_cache(cache_dir, meta, kept, int(vectors.shape[1]))
     return vectors, kept

@@ -94,6 +94,13 @@ class SimCLR(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         return self._shared_step(batch, "val")
 
+    def predict_step(self, batch, batch_idx):
+        """(embeddings, dataset indices) of a batch of (images, indices); None if all unreadable."""
+        if batch is None:
+            return None
+        images, indices = batch
+        return self.embed(images), indices
+
     def configure_optimizers(self):
         hp = self.hparams
         decay, no_decay = get_weight_decay_parameters([self.backbone, self.projection_head])

@@ -21,6 +21,11 @@ def checkpoint_path(run: str, checkpoint: str) -> Path:
     return Path(checkpoint)
 
 
+def embedding_cache_dir(checkpoint: Path, data_dir: Path) -> Path:
+    """<run>/embeddings/<checkpoint name>__<data folder name>/: one cache per model and folder."""
+    return checkpoint.parent / "embeddings" / f"{checkpoint.stem}__{Path(data_dir).resolve().name}"
+
+
 def training_data_dir(run_dir: Path) -> Path:
     """The image folder a run was trained on, from its config.json."""
     config = run_dir / "config.json"
@@ -68,7 +73,7 @@ def open_run(cfg: dict) -> OpenRun:
     files = find_images(data_dir)
     workers = loader_workers(cfg["NUM_WORKERS"])
     print(f"checkpoint: {ckpt}\ndata: {data_dir} ({len(files)} images)")
-    cache_dir = run_dir / "embeddings" / f"{ckpt.stem}__{data_dir.resolve().name}"
+    cache_dir = embedding_cache_dir(ckpt, data_dir)
     vectors, names = cached_embeddings(model, ckpt, data_dir, files, cache_dir, cfg["BATCH_SIZE"],
                                        workers, device)
     print(f"embeddings: {cache_dir / 'embeddings.npy'} ({vectors.shape[0]} x {vectors.shape[1]})")

@@ -1,9 +1,12 @@
-"""Distributed training for real on the CPU: 2 processes (gloo) with NT-Xent gathered across ranks
-must train like 1 process with the doubled batch, not like 1 process with the per-rank batch."""
+"""Distributed runs for real on the CPU (2 gloo processes): training with NT-Xent gathered across
+ranks must train like 1 process with the doubled batch, not like 1 process with the per-rank
+batch; embedding on 2 ranks must give exactly the single-process embeddings."""
 
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 
 from conftest import GALAXIES, ROOT, copy_images
@@ -35,3 +38,30 @@ def test_two_processes_train_like_one_with_the_doubled_batch(tmp_path):
     assert gap_to_doubled < 0.1 * doubled.min(), (two_ranks, doubled)
     assert gap_to_per_rank > 2 * gap_to_doubled, (two_ranks, per_rank)
     assert (tmp_path / "runs" / "ddp" / "last.ckpt").is_file()
+
+
+def test_embedding_on_two_processes_equals_one(trained_run, tmp_path):
+    """SSL_Embed.py with 2 CPU ranks writes the same cache as SSL_Evaluate.py in one process,
+    leaving out an unreadable image, and SSL_Evaluate.py then reuses it."""
+    data = tmp_path / "data"
+    copy_images(GALAXIES, data, 21)
+    (data / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    for name in ("single", "multi"):
+        shutil.copytree(trained_run, tmp_path / name)
+    single = subprocess.run([sys.executable, "SSL_Evaluate.py", f"--RUN={tmp_path / 'single'}", f"--DATA_DIR={data}",
+                             "--NUM_WORKERS=0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    multi = subprocess.run([sys.executable, "SSL_Embed.py", f"--RUN={tmp_path / 'multi'}", f"--DATA_DIR={data}",
+                            "--NUM_WORKERS=0", "--ACCELERATOR=cpu", "--DEVICES=2", "--BATCH_SIZE=4"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    assert "embedded 21 of 22 images on 2 process(es)" in multi.stdout
+    caches = [tmp_path / name / "embeddings" / "best__data" for name in ("single", "multi")]
+    names = [pd.read_csv(c / "filenames.csv")["filename"].tolist() for c in caches]
+    assert names[0] == names[1] and len(names[0]) == 21 and "broken.jpg" not in names[0]
+    np.testing.assert_allclose(np.load(caches[1] / "embeddings.npy"), np.load(caches[0] / "embeddings.npy"),
+                               atol=1e-5)
+    assert not (caches[1] / "shards").exists()
+    reuse = subprocess.run([sys.executable, "SSL_Evaluate.py", f"--RUN={tmp_path / 'multi'}", f"--DATA_DIR={data}",
+                            "--NUM_WORKERS=0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert reuse.returncode == 0 and "reusing embeddings" in reuse.stderr
