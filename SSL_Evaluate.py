@@ -73,7 +73,7 @@ def resolve_query(token: str, data_dir: Path, index_of: dict):
     """Row index of an embedded image, or the Path of an image to embed on the fly."""
     if token in index_of:
         return index_of[token]
-    path = Path(token)
+    path = Path(token).expanduser()  # the shell leaves "~" alone inside --QUERY=~/...
     if path.is_file():
         try:
             inside = path.resolve().relative_to(data_dir.resolve()).as_posix()

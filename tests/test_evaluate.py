@@ -111,7 +111,7 @@ def test_query_writes_table_and_picture(run, capsys):
     assert table["filename"][0] in printed and "neighbours.png" in printed
 
 
-def test_query_file_outside_the_data_set_finds_its_twin_first(run, tmp_path):
+def test_query_file_outside_the_data_set_finds_its_twin_first(run, tmp_path, monkeypatch):
     assert evaluate(run) == 0
     names = pd.read_csv(run / "embeddings" / "best__data" / "filenames.csv")["filename"].tolist()
     data_dir = training_data(run)
@@ -122,6 +122,9 @@ def test_query_file_outside_the_data_set_finds_its_twin_first(run, tmp_path):
     table = pd.read_csv(query_dirs(run)[0] / "neighbours.csv")
     assert table["filename"][0] == names[7]
     assert table["cosine_distance"][0] == pytest.approx(0, abs=1e-5)
+    monkeypatch.setenv("HOME", str(tmp_path))  # a "~/..." path, as typed after --QUERY=
+    assert evaluate(run, "--QUERY=~/elsewhere/event.jpg", "--TOP_K=3") == 0
+    assert pd.read_csv(query_dirs(run)[1] / "neighbours.csv")["filename"][0] == names[7]
 
 
 def test_several_queries_search_by_their_mean(run):
