@@ -53,7 +53,7 @@ PANEL_INCHES = 2.2              # width of one panel in neighbours.png
 GRID_DPI = 100                  # pixels per inch of neighbours.png
 EXACT_LIMIT = 200000            # up to this many images: exact search; above: a FAISS IVF index (recall printed)
 NPROBE = 64                     # IVF cells searched per query: more = higher recall, slower
-NLIST = 0                       # IVF cells; 0 = 4 x sqrt(number of images)
+NLIST = 0                       # IVF cells; 0 = 4 x sqrt(number of images). Fewer cells than the archive has groups of alike images loses recall (README, Performance)
 INDEX_ENCODING = "flat"         # IVF vectors stored as: flat (float32) | sq8 (8-bit, 4x less memory)
 REPORT = True                   # also write report.html (and its map.png, explain_<rank>.png)
 MAP_METHOD = "umap"             # report map when the run has no map of these images yet: umap | tsne
