@@ -23,10 +23,9 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
-from collate import eval_transform
 from config import atomic_path, format_config, require, resolve_config, run_main, usage, wants_help, write_json
-from embeddings import COPY_CHUNK, cache_meta, finish_cache, read_cache
-from images import ImageFolder, collate_readable, find_images, loader_workers
+from embeddings import COPY_CHUNK, cache_meta, eval_dataset, finish_cache, read_cache
+from images import collate_readable, find_images, loader_workers
 from model import load_model
 from runs import checkpoint_path, embedding_cache_dir, training_data_dir
 
@@ -131,7 +130,7 @@ def main(argv):
         width = model.backbone(torch.zeros(1, hp.in_channels, hp.input_size, hp.input_size)).shape[1]
     shard_dir = cache_dir / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(ImageFolder(data_dir, files, hp.in_channels, eval_transform(hp.input_size, hp.in_channels)),
+    loader = DataLoader(eval_dataset(model, data_dir, files),
                         batch_size=cfg["BATCH_SIZE"], num_workers=loader_workers(cfg["NUM_WORKERS"]),
                         collate_fn=collate_readable, pin_memory=gpu)
     trainer = pl.Trainer(accelerator="gpu" if gpu else "cpu", devices=cfg["DEVICES"], num_nodes=cfg["NUM_NODES"],

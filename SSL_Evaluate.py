@@ -30,7 +30,7 @@ from collate import eval_transform
 from config import (UserError, atomic_path, format_config, require, resolve_config, run_main, usage,
                     wants_help, write_json)
 from explain import CAM_LAYERS, explain_pair
-from images import UNREADABLE_ERRORS, load_image
+from images import UNREADABLE_ERRORS, load_image, read_image
 from index import ENCODINGS, cached_index, on_gpus_if_available
 from index import search as index_search
 from maps import METHODS, MIN_DIST, NEIGHBOURS, PERPLEXITY, draw_scatter, latest_map, project, save_map
@@ -96,7 +96,7 @@ def resolve_query(token: str, data_dir: Path, index_of: dict):
 def embed_file(model, path: Path, device) -> torch.Tensor:
     hp = model.hparams
     try:
-        img = load_image(path, hp.in_channels)
+        img = read_image(path, hp.in_channels, hp.stretch)
     except UNREADABLE_ERRORS as err:
         raise UserError(f"query image {path} could not be read ({err})") from None
     batch = eval_transform(hp.input_size, hp.in_channels)(img).unsqueeze(0).to(device)
@@ -153,7 +153,12 @@ def write_query_report(cfg: dict, run, out_dir: Path, query_paths: list, query_r
         note = "" if query_rows else " (the query is not in the data set, so only its neighbours are marked)"
         sections.append(("Map of the data set", [(file_uri(out_dir / "map.png"), "map" + note, "map")]))
     explained = []
-    for rank, name, _ in list(table.itertuples(index=False))[:cfg["EXPLAIN_TOP"]]:
+    explain_top = cfg["EXPLAIN_TOP"]
+    if explain_top and not hasattr(run.model.backbone, cfg["CAM_LAYER"]):
+        log.info("no Grad-CAM maps in the report: a %s backbone has no convolutional %s",
+                 run.model.hparams.backbone, cfg["CAM_LAYER"])
+        explain_top = 0
+    for rank, name, _ in list(table.itertuples(index=False))[:explain_top]:
         picture = explain_pair(run.model, query_paths[0], run.data_dir / name, cfg["CAM_LAYER"],
                                max(1, side // run.model.hparams.input_size))
         with atomic_path(out_dir / f"explain_{rank}.png") as tmp:

@@ -130,12 +130,14 @@ def main(argv):
     print(f"labelled images: {len(labelled)} in {len(counts)} classes "
           f"({', '.join(f'{c}: {n}' for c, n in counts.items())})")
 
-    methods = {"simclr": vectors[rows]}
+    trained = model.hparams.method  # the row of the trained model is named by its method
+    methods = {trained: vectors[rows]}
     if cfg["BASELINES"]:
         methods["random_weights"] = random_init_embeddings(
             dict(model.hparams), data_dir, labelled, cfg["SEED"], cfg["BATCH_SIZE"], workers, device)
         methods["raw_pixels"] = raw_pixel_embeddings(
-            data_dir, labelled, model.hparams.in_channels, cfg["RAW_PIXELS"], cfg["RAW_PCA_DIM"], cfg["SEED"])
+            data_dir, labelled, model.hparams.in_channels, cfg["RAW_PIXELS"], cfg["RAW_PCA_DIM"], cfg["SEED"],
+            model.hparams.stretch)
 
     summary, few_shot, scores = [], [], {}
     for name, features in methods.items():
@@ -152,14 +154,14 @@ def main(argv):
         "checkpoint": str(run.checkpoint.resolve()), "data_dir": str(data_dir.resolve())}})
     write_json(out_dir / "results.json", {
         "n_labelled": len(labelled), "class_counts": {str(c): int(n) for c, n in counts.items()},
-        "folds": scores["simclr"]["folds"], "majority_class_accuracy": majority,
+        "folds": scores[trained]["folds"], "majority_class_accuracy": majority,
         "precision_k": cfg["PRECISION_K"], "knn_k": cfg["KNN_K"],
         "summary": summary.to_dict("records"), "few_shot": few_shot.to_dict("records")})
     for table, name in ((summary, "summary.csv"), (few_shot, "few_shot.csv")):
         with atomic_path(out_dir / name) as tmp:
             table.to_csv(tmp, index=False)
-    plot_confusion(classes, scores["simclr"]["linear_predictions"],
-                   f"simclr linear probe, {scores['simclr']['folds']}-fold out-of-fold predictions",
+    plot_confusion(classes, scores[trained]["linear_predictions"],
+                   f"{trained} linear probe, {scores[trained]['folds']}-fold out-of-fold predictions",
                    out_dir / "confusion_matrix.png")
     plot_few_shot(few_shot, out_dir / "few_shot.png")
 
@@ -170,7 +172,7 @@ def main(argv):
         f"precision@{cfg['PRECISION_K']}": summary.precision_at_k.map("{:.3f}".format)})
     curve = few_shot.assign(score=[f"{m:.3f}" for m in few_shot.accuracy]).pivot_table(
         index=["method", "classifier"], columns="shots", values="score", aggfunc="first", sort=False)
-    print(f"\n{scores['simclr']['folds']}-fold cross-validated, {len(labelled)} labelled images; "
+    print(f"\n{scores[trained]['folds']}-fold cross-validated, {len(labelled)} labelled images; "
           f"majority class alone: {majority:.3f}\n{shown.to_string(index=False)}\n\n"
           f"few-shot accuracy (labelled images per class):\n{curve.to_string()}\n\nresults: {out_dir}")
 

@@ -1,9 +1,10 @@
-"""Train a SimCLR model on a folder of images, without labels.
+"""Train a self-supervised model (SimCLR, SimSiam, BYOL or MAE) on a folder of images, without labels.
 
 Usage:
     python SSL_Train.py                                   # the settings below (OATH on a GPU)
     python SSL_Train.py --DATA_DIR=data/sample/galaxies --RUN_NAME=try1 --INPUT_SIZE=64
     python SSL_Train.py --RUN_NAME=try1 --RESUME=True     # continue from checkpoints/try1/last.ckpt
+    python SSL_Train.py --METHOD=mae --BACKBONE=vit_small --PATCH_SIZE=16
 
 Edit the hyperparameters below or override any of them as --NAME=value (see --help).
 Everything the run writes goes to checkpoints/<RUN_NAME>/: config.json, best.ckpt (lowest
@@ -24,28 +25,41 @@ from pytorch_lightning.utilities import rank_zero_only
 from collate import PRESETS
 from config import UserError, format_config, require, resolve_config, run_main, usage, wants_help, write_json
 from data import ArchiveData
-from images import detect_channels, find_images, loader_workers
+from images import STRETCHES, detect_channels, find_images, loader_workers
 from knn_monitor import KNNMonitor
 from labels import match_labels, read_labels
-from model import BACKBONES, AtomicCheckpointIO, SimCLR, read_checkpoint
+from methods import RECIPES, peak_lr
+from model import BACKBONES, VITS, AtomicCheckpointIO, SSLModel, read_checkpoint
 
 # ---- hyperparameters --------------------------------------------------------------------------
 DATA_DIR = "data/oath/images/cropped_scaled"  # folder of images, searched recursively (png, jpg, tif, bmp)
 RUN_NAME = "oath_simclr"        # run folder name under CHECKPOINT_DIR; an existing one is never overwritten
 CHECKPOINT_DIR = "checkpoints"  # where run folders live
 RESUME = False                  # True: continue the run RUN_NAME from its last.ckpt
+METHOD = "simclr"               # self-supervised objective (methods.py): simclr | simsiam | byol | mae
 AUGMENTATION = "allsky"         # augmentation preset in collate.py: allsky | astro | natural
-BACKBONE = "resnet18"           # torchvision ResNet, random init: resnet18 | resnet34 | resnet50
-CHANNELS = 0                    # model input channels: 0 = from the data (1 if all grey, else 3) | 1 | 3
+BACKBONE = "resnet18"           # random init: resnet18 | resnet34 | resnet50 | vit_tiny | vit_small | vit_base (mae needs a vit)
+CHANNELS = 0                    # model input channels: 0 = from the data (1 if all grey, 3 if colour, N for N-band arrays)
+STRETCH = "auto"                # pixel values -> [0, 1], per image, all bands on one scale (images.py):
+                                # auto (8-bit as is, deeper data percentile) | none (integers / type max, floats
+                                # as is) | percentile (0.5-99.5 % clip) | asinh (after the clip) | log (after the clip)
 INPUT_SIZE = 128                # px, side of the square crops the network sees (OATH images are 150 px)
 BATCH_SIZE = 256                # images per step per device (each gives two views)
 MAX_EPOCHS = 100                # passes over the training split
 WARMUP_EPOCHS = 10              # epochs of linear learning-rate warm-up, < MAX_EPOCHS
-LR = 0.075                      # LARS base rate; the rate used is LR * sqrt(BATCH_SIZE) (SimCLR app. B.1)
-WEIGHT_DECAY = 1e-6             # LARS weight decay on conv/linear weights (SimCLR app. B.1)
-TEMPERATURE = 0.5               # NT-Xent temperature, > 0 (SimCLR's CIFAR-10 setting, app. B.9)
-PROJ_HIDDEN_DIM = 512           # projection head hidden width
-PROJ_OUT_DIM = 128              # projection head output width, where the loss is computed (SimCLR: 128)
+LR = 0.0                        # base learning rate, scaled by batch size as METHOD's recipe says; 0 = the
+                                # recipe's (methods.py: simclr 0.075 LARS x sqrt(bs), simsiam 0.05 SGD,
+                                # byol 0.2 LARS, mae 1.5e-4 AdamW, the last three x bs/256)
+WEIGHT_DECAY = -1.0             # on conv/linear weights; < 0 = the recipe's (1e-6, 5e-4, 1.5e-6, 0.05)
+TEMPERATURE = 0.5               # simclr: NT-Xent temperature, > 0 (SimCLR's CIFAR-10 setting, app. B.9)
+PROJ_HIDDEN_DIM = 512           # simclr/simsiam/byol: projection head hidden width
+PROJ_OUT_DIM = 128              # simclr/simsiam/byol: projection output width, where the loss is computed
+PRED_HIDDEN_DIM = 128           # simsiam/byol: prediction head hidden width (SimSiam's bottleneck: out/4)
+MOMENTUM_START = 0.996          # byol: target-network momentum at the start, rising to 1 (BYOL sec. 3.2)
+PATCH_SIZE = 16                 # vit backbones: px side of a patch; must divide INPUT_SIZE
+MASK_RATIO = 0.75               # mae: share of patches hidden from the encoder, in (0, 1) (MAE paper: 0.75)
+DECODER_DIM = 256               # mae: decoder width (the MAE paper's is 512; smaller suits small data)
+DECODER_LAYERS = 4              # mae: decoder transformer blocks (MAE paper: 8; 1 already works, table 1a)
 VAL_FRACTION = 0.1              # share of images held out for validation loss, in [0, 0.5)
 NUM_WORKERS = -1                # data-loading processes: -1 = one per CPU core (capped) | 0 = in-process
 ACCELERATOR = "auto"            # auto (GPU if present) | gpu | cpu
@@ -68,16 +82,24 @@ LOG_EVERY_N_STEPS = 10          # training steps between rows of logs/version_N/
 def check_config(cfg: dict) -> None:
     require(cfg["AUGMENTATION"] in PRESETS,
             f"--AUGMENTATION={cfg['AUGMENTATION']}: choose one of {', '.join(PRESETS)}")
+    require(cfg["METHOD"] in RECIPES, f"--METHOD={cfg['METHOD']}: choose one of {', '.join(RECIPES)}")
     require(cfg["BACKBONE"] in BACKBONES,
             f"--BACKBONE={cfg['BACKBONE']}: choose one of {', '.join(BACKBONES)}")
-    require(cfg["CHANNELS"] in (0, 1, 3), f"--CHANNELS={cfg['CHANNELS']}: choose 0 (auto), 1 or 3")
+    require(cfg["METHOD"] != "mae" or cfg["BACKBONE"] in VITS,
+            f"--METHOD=mae masks patches, so it needs a ViT: --BACKBONE={' or '.join(VITS)}")
+    require(cfg["BACKBONE"] not in VITS or (cfg["PATCH_SIZE"] >= 1 and cfg["INPUT_SIZE"] % cfg["PATCH_SIZE"] == 0),
+            f"--PATCH_SIZE={cfg['PATCH_SIZE']} must divide --INPUT_SIZE={cfg['INPUT_SIZE']} for a ViT")
+    require(cfg["CHANNELS"] >= 0, f"--CHANNELS={cfg['CHANNELS']}: 0 (from the data) or a channel count")
+    require(cfg["STRETCH"] in STRETCHES, f"--STRETCH={cfg['STRETCH']}: choose one of {', '.join(STRETCHES)}")
     for name in ("INPUT_SIZE", "BATCH_SIZE", "MAX_EPOCHS", "PROJ_HIDDEN_DIM", "PROJ_OUT_DIM",
-                 "DEVICES", "NUM_NODES", "KNN_K"):
+                 "PRED_HIDDEN_DIM", "DECODER_DIM", "DECODER_LAYERS", "DEVICES", "NUM_NODES", "KNN_K"):
         require(cfg[name] >= 1, f"--{name}={cfg[name]}: must be at least 1")
+    require(0 < cfg["MASK_RATIO"] < 1, f"--MASK_RATIO={cfg['MASK_RATIO']}: must be in (0, 1)")
+    require(0 <= cfg["MOMENTUM_START"] <= 1, f"--MOMENTUM_START={cfg['MOMENTUM_START']}: must be in [0, 1]")
     require(0 <= cfg["WARMUP_EPOCHS"] < cfg["MAX_EPOCHS"],
             f"--WARMUP_EPOCHS={cfg['WARMUP_EPOCHS']}: must be >= 0 and below MAX_EPOCHS={cfg['MAX_EPOCHS']}")
-    require(cfg["LR"] > 0 and cfg["TEMPERATURE"] > 0 and cfg["WEIGHT_DECAY"] >= 0,
-            "--LR and --TEMPERATURE must be > 0, --WEIGHT_DECAY >= 0")
+    require(cfg["LR"] >= 0 and cfg["TEMPERATURE"] > 0,
+            "--LR must be >= 0 (0 = the method's) and --TEMPERATURE > 0")
     require(0 <= cfg["VAL_FRACTION"] < 0.5, f"--VAL_FRACTION={cfg['VAL_FRACTION']}: must be in [0, 0.5)")
     require(cfg["NUM_WORKERS"] >= -1, f"--NUM_WORKERS={cfg['NUM_WORKERS']}: -1 (auto), 0 or more")
     require(cfg["ACCELERATOR"] in ("auto", "gpu", "cpu"),
@@ -125,7 +147,8 @@ def choose_hardware(cfg: dict):
 def check_resume_matches(run_dir: Path, model) -> None:
     """Refuse to resume into a differently shaped network (the weights would not fit)."""
     saved = read_checkpoint(run_dir / "last.ckpt")["hyper_parameters"]
-    for key in ("backbone", "in_channels", "proj_hidden_dim", "proj_out_dim"):
+    for key in ("method", "backbone", "in_channels", "proj_hidden_dim", "proj_out_dim", "pred_hidden_dim",
+                "patch_size", "decoder_dim", "decoder_layers"):
         if saved.get(key) != model.hparams[key]:
             raise UserError(f"cannot resume {run_dir}: it was trained with {key}={saved.get(key)!r}, "
                             f"now {key}={model.hparams[key]!r}; use the run's config.json settings")
@@ -154,9 +177,13 @@ def main(argv):
     train_files, val_files = split_files(files, cfg["VAL_FRACTION"], cfg["SEED"])
     workers = loader_workers(cfg["NUM_WORKERS"])
     accelerator, precision = choose_hardware(cfg)
+    recipe = RECIPES[cfg["METHOD"]]
+    lr = cfg["LR"] or recipe.base_lr
+    weight_decay = cfg["WEIGHT_DECAY"] if cfg["WEIGHT_DECAY"] >= 0 else recipe.weight_decay
     resolved = {"data_dir": str(Path(cfg["DATA_DIR"]).resolve()), "channels": channels,
                 "n_train": len(train_files), "n_val": len(val_files), "num_workers": workers,
-                "accelerator": accelerator, "precision": precision}
+                "accelerator": accelerator, "precision": precision, "optimizer": recipe.optimizer,
+                "base_lr": lr, "peak_lr": peak_lr(recipe, lr, cfg["BATCH_SIZE"]), "weight_decay": weight_decay}
     run_dir = Path(cfg["CHECKPOINT_DIR"]) / cfg["RUN_NAME"]
     # Under DDP every rank runs this script; only rank 0 claims the folder and writes the config.
     if rank_zero_only.rank == 0:
@@ -172,12 +199,16 @@ def main(argv):
     data = ArchiveData(cfg["DATA_DIR"], train_files, val_files, channels, cfg["AUGMENTATION"], cfg["INPUT_SIZE"],
                        cfg["BATCH_SIZE"], workers, pin_memory=accelerator == "gpu",
                        channels_last=accelerator == "gpu", cache_dir=run_dir / "cache" if cfg["CACHE"] else None,
-                       cache_side=cfg["CACHE_SIZE"], batch_augment=cfg["BATCH_AUGMENT"])
-    model = SimCLR(backbone=cfg["BACKBONE"], in_channels=channels, input_size=cfg["INPUT_SIZE"],
-                   augmentation=cfg["AUGMENTATION"], proj_hidden_dim=cfg["PROJ_HIDDEN_DIM"],
-                   proj_out_dim=cfg["PROJ_OUT_DIM"], temperature=cfg["TEMPERATURE"], lr=cfg["LR"],
-                   weight_decay=cfg["WEIGHT_DECAY"], warmup_epochs=cfg["WARMUP_EPOCHS"],
-                   max_epochs=cfg["MAX_EPOCHS"], batch_size=cfg["BATCH_SIZE"])
+                       cache_side=cfg["CACHE_SIZE"], batch_augment=cfg["BATCH_AUGMENT"], stretch=cfg["STRETCH"])
+    model = SSLModel(method=cfg["METHOD"], backbone=cfg["BACKBONE"], in_channels=channels,
+                     input_size=cfg["INPUT_SIZE"], augmentation=cfg["AUGMENTATION"], stretch=cfg["STRETCH"],
+                     proj_hidden_dim=cfg["PROJ_HIDDEN_DIM"], proj_out_dim=cfg["PROJ_OUT_DIM"],
+                     pred_hidden_dim=cfg["PRED_HIDDEN_DIM"], temperature=cfg["TEMPERATURE"],
+                     momentum_start=cfg["MOMENTUM_START"], patch_size=cfg["PATCH_SIZE"],
+                     mask_ratio=cfg["MASK_RATIO"], decoder_dim=cfg["DECODER_DIM"],
+                     decoder_layers=cfg["DECODER_LAYERS"], lr=lr, weight_decay=weight_decay,
+                     warmup_epochs=cfg["WARMUP_EPOCHS"], max_epochs=cfg["MAX_EPOCHS"],
+                     batch_size=cfg["BATCH_SIZE"])
     if accelerator == "gpu":
         # NHWC layout lets cuDNN use tensor-core convolutions directly (PyTorch's channels_last guide).
         model = model.to(memory_format=torch.channels_last)

@@ -1,7 +1,8 @@
 """Decode once: every image read, resized and stored as uint8 in a memory-mapped array.
 
 Decoding a PNG or JPEG and resizing it costs more CPU than augmenting it; with the cache each
-image is decoded once, and every epoch after reads a few kB from the (page-cached) array:
+image is decoded once, and every epoch after reads a few kB from the (page-cached) array.
+16-bit and float data are stored after their stretch (images.py), quantised to 8 bits:
 
     <cache>/images.npy    uint8 (n_images, channels, side, side)
     <cache>/readable.npy  bool (n_images,): False where the file could not be read (skipped)
@@ -16,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from config import atomic_path, write_json
 from embeddings import data_digest
-from images import UNREADABLE_ERRORS, load_image
+from images import UNREADABLE_ERRORS, read_image
 
 log = logging.getLogger("spacessl")
 
@@ -30,18 +32,23 @@ DECODE_BATCH = 64  # images decoded per loader batch while building
 class Decode(Dataset):
     """(uint8 array (channels, side, side), index) per file, or (None, index) if unreadable."""
 
-    def __init__(self, root, files, channels: int, side: int):
+    def __init__(self, root, files, channels: int, side: int, stretch: str):
         self.root, self.files, self.channels, self.side = Path(root), files, channels, side
+        self.stretch = stretch
 
     def __len__(self):
         return len(self.files)
 
     def __getitem__(self, index):
         try:
-            img = load_image(self.root / self.files[index], self.channels)
+            img = read_image(self.root / self.files[index], self.channels, self.stretch)
         except UNREADABLE_ERRORS as err:
             log.warning("skipping unreadable image %s (%s)", self.root / self.files[index], err)
             return None, index
+        if isinstance(img, torch.Tensor):
+            unit = nn.functional.interpolate(img[None], size=(self.side, self.side), mode="bilinear",
+                                             antialias=True, align_corners=False)[0]
+            return unit.mul(255).round().clamp(0, 255).to(torch.uint8).numpy(), index
         pixels = np.asarray(img.resize((self.side, self.side), Image.Resampling.BILINEAR))
         return (pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)), index
 
@@ -50,10 +57,11 @@ def keep_as_list(batch):
     return batch
 
 
-def decoded_cache(root, files, channels: int, side: int, cache_dir: Path, workers: int):
+def decoded_cache(root, files, channels: int, side: int, cache_dir: Path, workers: int,
+                  stretch: str = "auto"):
     """(images memmap (n, channels, side, side) uint8, readable mask), built on first use."""
     meta = {"data_dir": str(Path(root).resolve()), "data_sha256": data_digest(root, files),
-            "n_files": len(files), "channels": channels, "side": side}
+            "n_files": len(files), "channels": channels, "side": side, "stretch": stretch}
     meta_path = cache_dir / "meta.json"
     if meta_path.is_file() and json.loads(meta_path.read_text()) == meta:
         log.info("reusing decoded images in %s", cache_dir)
@@ -62,7 +70,7 @@ def decoded_cache(root, files, channels: int, side: int, cache_dir: Path, worker
         meta_path.unlink()
     log.info("decoding %d images once into %s (%d x %d px)", len(files), cache_dir, side, side)
     readable = np.zeros(len(files), dtype=bool)
-    loader = DataLoader(Decode(root, files, channels, side), batch_size=DECODE_BATCH, num_workers=workers,
+    loader = DataLoader(Decode(root, files, channels, side, stretch), batch_size=DECODE_BATCH, num_workers=workers,
                         collate_fn=keep_as_list)
     with atomic_path(cache_dir / "images.npy") as tmp:
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), channels, side, side))
@@ -80,8 +88,9 @@ def decoded_cache(root, files, channels: int, side: int, cache_dir: Path, worker
 
 
 class CachedImages(Dataset):
-    """Items of the cache: (transform(PIL image), index) with a per-image transform, else
-    (uint8 tensor (channels, side, side), index) for augmentation of whole batches later."""
+    """Items of the cache: (transform(image), index) with a per-image transform (a PIL image for
+    1 or 3 channels, a float tensor in [0, 1] for other band counts), else (uint8 tensor
+    (channels, side, side), index) for augmentation of whole batches later."""
 
     def __init__(self, images, rows, transform=None):
         self.images, self.rows, self.transform = images, rows, transform
@@ -93,5 +102,7 @@ class CachedImages(Dataset):
         pixels = np.array(self.images[self.rows[i]])  # a copy: workers never hand out views of the map
         if self.transform is None:
             return torch.from_numpy(pixels), i
+        if len(pixels) not in (1, 3):
+            return self.transform(torch.from_numpy(pixels).float().div_(255)), i
         img = Image.fromarray(pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0))
         return self.transform(img), i

@@ -21,6 +21,8 @@ import torch
 import torchvision.transforms as T
 from lightly.transforms import SimCLRTransform
 
+from images import as_tensor
+
 # ImageNet statistics (lightly's default) for 3-channel input; for 1-channel input the mean of
 # the three, the usual choice when a grey image goes through an ImageNet-style network.
 RGB_MEAN, RGB_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -49,20 +51,39 @@ PRESETS = {
 
 
 def normalization(channels: int) -> dict:
-    return {"mean": GREY_MEAN, "std": GREY_STD} if channels == 1 else {"mean": RGB_MEAN, "std": RGB_STD}
+    """Per-channel mean and std: ImageNet's for 3 channels, the grey values for every band else."""
+    if channels == 3:
+        return {"mean": RGB_MEAN, "std": RGB_STD}
+    return {"mean": GREY_MEAN * channels, "std": GREY_STD * channels}
 
 
-def train_transform(preset: str, input_size: int, channels: int) -> SimCLRTransform:
-    """Two random views per image, as a list of two tensors of shape (channels, size, size)."""
-    return SimCLRTransform(input_size=input_size, normalize=normalization(channels),
-                           **PRESETS[preset])
+class TrainTransform:
+    """Two random views of an image from images.read_image, as a list of two tensors
+    (channels, size, size): lightly's SimCLRTransform for 8-bit pictures, and the same preset on
+    tensors (kornia) for deeper or many-band data, which lightly's PIL-based blur would cut to
+    8 bits and 3 channels."""
+
+    def __init__(self, preset: str, input_size: int, channels: int):
+        self.pictures = SimCLRTransform(input_size=input_size, normalize=normalization(channels),
+                                        **PRESETS[preset])
+        self.arrays = batch_train_transform(preset, input_size, channels)
+
+    def __call__(self, image):
+        if isinstance(image, torch.Tensor):
+            batch = image[None]
+            return [self.arrays(batch)[0], self.arrays(batch)[0]]
+        return self.pictures(image)
+
+
+def train_transform(preset: str, input_size: int, channels: int) -> TrainTransform:
+    return TrainTransform(preset, input_size, channels)
 
 
 def eval_transform(input_size: int, channels: int) -> T.Compose:
     """The whole image resized to the training size (no crop: the edge of an all-sky image
-    holds the horizon-side aurora), as one tensor."""
+    holds the horizon-side aurora), as one tensor. Takes a PIL picture or a float tensor."""
     norm = normalization(channels)
-    return T.Compose([T.Resize((input_size, input_size)), T.ToTensor(),
+    return T.Compose([T.Resize((input_size, input_size)), as_tensor,
                       T.Normalize(norm["mean"], norm["std"])])
 
 

@@ -21,18 +21,18 @@ from images import ImageFolder, collate_readable
 class ArchiveData(pl.LightningDataModule):
     def __init__(self, root, train_files: list, val_files: list, channels: int, preset: str, input_size: int,
                  batch_size: int, workers: int, pin_memory: bool, channels_last: bool,
-                 cache_dir=None, cache_side: int = 0, batch_augment: bool = False):
+                 cache_dir=None, cache_side: int = 0, batch_augment: bool = False, stretch: str = "auto"):
         super().__init__()
         self.batch_size, self.workers, self.pin_memory = batch_size, workers, pin_memory
         self.channels_last, self.batch_augment = channels_last, batch_augment
         per_image = None if batch_augment else train_transform(preset, input_size, channels)
         self.augment = batch_train_transform(preset, input_size, channels) if batch_augment else None
         if cache_dir is None:
-            self.train_set = ImageFolder(root, train_files, channels, per_image)
-            self.val_set = ImageFolder(root, val_files, channels, per_image) if val_files else None
+            self.train_set = ImageFolder(root, train_files, channels, per_image, stretch)
+            self.val_set = ImageFolder(root, val_files, channels, per_image, stretch) if val_files else None
         else:
             files = sorted(train_files + val_files)
-            images, readable = decoded_cache(root, files, channels, cache_side, cache_dir, workers)
+            images, readable = decoded_cache(root, files, channels, cache_side, cache_dir, workers, stretch)
             row = {name: i for i, name in enumerate(files)}
 
             def rows(names):

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from collate import eval_transform
 from config import UserError, atomic_path, write_json
-from images import ImageFolder, collate_readable
+from images import ImageFolder, collate_readable, source_file
 
 log = logging.getLogger("spacessl")
 
@@ -42,7 +42,7 @@ def data_digest(root, files) -> str:
     """Changes when an image is added, removed, replaced or touched (name, size, mtime)."""
     digest = hashlib.sha256()
     for name in files:
-        stat = (Path(root) / name).stat()
+        stat = source_file(root, name).stat()
         digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
@@ -58,15 +58,19 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def eval_dataset(model, root, files) -> ImageFolder:
+    """The images as the model sees them at evaluation: its channels, stretch and input size."""
+    hp = model.hparams
+    return ImageFolder(root, files, hp.in_channels, eval_transform(hp.input_size, hp.in_channels), hp.stretch)
+
+
 def embed_images(model, root, files, batch_size: int, num_workers: int, device: torch.device, out_path=None):
     """(embeddings, kept file names): unreadable images are skipped with a warning.
 
     With out_path, rows are streamed into a .npy file there (written atomically) and the array
     returned is that file memory-mapped read-only, so an archive larger than RAM can be embedded.
     """
-    hp = model.hparams
-    dataset = ImageFolder(root, files, hp.in_channels, eval_transform(hp.input_size, hp.in_channels))
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+    loader = DataLoader(eval_dataset(model, root, files), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=collate_readable, pin_memory=device.type == "cuda")
     model = model.to(device).eval()
     chunks, kept = [], []

@@ -15,14 +15,15 @@ from matplotlib import colormaps
 from PIL import Image
 
 from collate import eval_transform
-from images import load_image
+from images import load_image, read_image
 
 CAM_LAYERS = ("layer1", "layer2", "layer3", "layer4")
 OVERLAY_ALPHA = 0.45  # weight of the heat map over the image
 
 
-def similarity_cams(model, image_a: Image.Image, image_b: Image.Image, layer: str):
-    """(cosine similarity, map for a, map for b); each map in [0, 1] at the model's input size."""
+def similarity_cams(model, image_a, image_b, layer: str):
+    """(cosine similarity, map for a, map for b); each map in [0, 1] at the model's input size.
+    The images are as images.read_image gives them."""
     hp = model.hparams
     transform = eval_transform(hp.input_size, hp.in_channels)
     batch = torch.stack([transform(image_a), transform(image_b)]).to(model.device)
@@ -67,9 +68,10 @@ def overlay(image: Image.Image, cam: np.ndarray) -> Image.Image:
 
 def explain_pair(model, path_a, path_b, layer: str, scale: int) -> Image.Image:
     """One picture: image a | a's map | b's map | image b, each `scale` times the input size."""
-    channels = model.hparams.in_channels
-    image_a, image_b = load_image(path_a, channels), load_image(path_b, channels)
-    _, cam_a, cam_b = similarity_cams(model, image_a, image_b, layer)
+    channels, stretch = model.hparams.in_channels, model.hparams.stretch
+    _, cam_a, cam_b = similarity_cams(model, read_image(path_a, channels, stretch),
+                                      read_image(path_b, channels, stretch), layer)
+    image_a, image_b = load_image(path_a, channels, stretch), load_image(path_b, channels, stretch)
     side = model.hparams.input_size
     panels = [image_a.convert("RGB").resize((side, side)), overlay(image_a, cam_a),
               overlay(image_b, cam_b), image_b.convert("RGB").resize((side, side))]

@@ -1,15 +1,30 @@
 """Finding and reading the images of an archive folder, shared by training and evaluation.
 
-Every image comes out as an 8-bit PIL image in mode "L" (1 channel) or "RGB" (3 channels),
-whatever it was on disk (L, P, RGBA, CMYK, 16-bit I;16, 32-bit I or F), so the transforms in
-collate.py see one kind of input. Unreadable files are skipped with a warning naming them.
+Formats: PNG, JPEG, TIFF and BMP (PIL, 8 or 16 bits, any mode), FITS (astropy; the first HDU
+holding an image, 2-D or bands x H x W), NumPy .npy (one 2-D or C x H x W array per file) and
+THEMIS all-sky raw PGM files (.pgm or .pgm.gz, many 16-bit frames per file). Each frame of a
+multi-frame file is one image, named "<file>#<frame>" (e.g. "20140310_0600_gill_themis19_full.pgm.gz#07").
+
+What the model gets (`read_image`):
+- an 8-bit picture (under STRETCH auto or none, with 1 or 3 channels) stays an 8-bit PIL image in
+  mode "L" or "RGB", the input lightly's transforms were written for;
+- anything else (16-bit, float, FITS, .npy, PGM, any number of bands) becomes a float32 tensor
+  (bands, H, W) in [0, 1], stretched from the stored numbers themselves, so no precision is lost
+  before the stretch. NaN pixels (no data) become 0 (background); +-inf the ends of the stretch.
+`load_image` gives an 8-bit picture of any of them for galleries and maps. An unreadable file,
+or one with a band count the model does not take, is skipped with a warning naming it.
 """
 
+import functools
+import gzip
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
+import torch
+from astropy.io import fits
+from astropy.visualization import AsinhStretch, AsymmetricPercentileInterval, LinearStretch, LogStretch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
@@ -17,25 +32,51 @@ from config import UserError
 
 log = logging.getLogger("spacessl")
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+PICTURE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+FITS_EXTENSIONS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
+ARRAY_EXTENSIONS = (".npy",)
+FRAMES_EXTENSIONS = (".pgm", ".pgm.gz")
+IMAGE_EXTENSIONS = PICTURE_EXTENSIONS + FITS_EXTENSIONS + ARRAY_EXTENSIONS + FRAMES_EXTENSIONS
+FRAME_MARK = "#"  # "<file>#<frame>" names one frame of a multi-frame file
 # Modes that carry one band of brightness; anything else is treated as colour.
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-# Modes with more than 8 bits per pixel that need a stretch down to 8 bits.
+# Modes with more than 8 bits per pixel: read as numbers, not as a picture.
 HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+STRETCHES = ("auto", "none", "percentile", "asinh", "log")
 # Raw camera frames (e.g. THEMIS: ~3,300-count CCD pedestal, saturated stars at 65,535) would be
-# almost black after a fixed /257; a per-image percentile stretch is the usual quick-look display
-# and keeps a few hot pixels from setting the scale.
+# almost black on a fixed scale; clipping at the 0.5th and 99.5th percentiles is the usual
+# quick-look display and keeps a few hot pixels from setting the scale. All bands share one
+# scale, so colours and band ratios survive.
 STRETCH_PERCENTILES = (0.5, 99.5)
-# How many files (evenly spaced over the folder) are opened to decide 1 vs 3 channels.
+# asinh: linear near the faint end, logarithmic for bright cores (Lupton et al. 2004, PASP 116,
+# 133); log: for data spanning decades. Parameters as astropy.visualization's defaults.
+ASINH_A = 0.1
+LOG_A = 1000.0
+# ITU-R 601 luma, as PIL's convert("L"): colour data fed to a 1-channel model.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# How many files (evenly spaced over the folder) are opened to decide the channel count.
 CHANNEL_SAMPLE = 256
 # NUM_WORKERS=-1 starts one loader process per core, at most this many: more rarely helps one GPU.
 AUTO_WORKER_CAP = 8
-# PIL raises these for unreadable, truncated or hostile files.
-UNREADABLE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# Multi-frame files decoded and kept per loader process (consecutive frames come from one file).
+FRAME_FILES_KEPT = 2
+
+
+class BadImage(ValueError):
+    """A file that opens but cannot be used as an image (no image HDU, wrong rank, band count)."""
+
+
+# PIL raises the first ones for unreadable, truncated or hostile files; gzip and astropy the next.
+UNREADABLE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def has_extension(name: str, extensions) -> bool:
+    return name.lower().endswith(extensions)
 
 
 def find_images(root) -> list:
-    """All image files below `root` (recursive, hidden folders skipped), as sorted relative paths."""
+    """All images below `root` (recursive, hidden folders skipped), as sorted relative names;
+    each frame of a multi-frame file is one name, "<file>#<frame>"."""
     root = Path(root)
     if not root.exists():
         raise UserError(f"data folder {root} does not exist; set --DATA_DIR=<folder of images> "
@@ -44,55 +85,217 @@ def find_images(root) -> list:
         raise UserError(f"--DATA_DIR={root} is a file; it must be a folder of images")
     files = sorted(
         path.relative_to(root).as_posix() for path in root.rglob("*")
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+        if has_extension(path.name, IMAGE_EXTENSIONS) and path.is_file()
         and not any(part.startswith(".") for part in path.relative_to(root).parts))
     if not files:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}; "
                         f"check --DATA_DIR")
-    return files
-
-
-def detect_channels(root, files) -> int:
-    """1 if every sampled image is greyscale, else 3: the model's input follows the data."""
-    step = max(1, len(files) // CHANNEL_SAMPLE)
-    for name in files[::step]:
-        try:
-            with Image.open(Path(root) / name) as img:
-                if img.mode not in GREY_MODES:
-                    return 3
-        except UNREADABLE_ERRORS:
+    names = []
+    for name in files:
+        if not has_extension(name, FRAMES_EXTENSIONS):
+            names.append(name)
             continue
-    return 1
+        try:
+            count = len(pgm_frames(str(root / name)))
+        except UNREADABLE_ERRORS as err:
+            log.warning("skipping unreadable frame file %s (%s)", root / name, err)
+            continue
+        width = len(str(count - 1))
+        names.extend(f"{name}{FRAME_MARK}{i:0{width}d}" for i in range(count))
+    return names
 
 
-def stretch_to_8bit(img: Image.Image) -> Image.Image:
-    pixels = np.asarray(img, dtype=np.float64)
-    finite = pixels[np.isfinite(pixels)]
-    if finite.size == 0:
-        return Image.new("L", img.size)
-    low, high = np.percentile(finite, STRETCH_PERCENTILES)
-    # NaN (no data) shows as background, +-inf as the ends of the stretch.
-    pixels = np.nan_to_num(pixels, nan=low, posinf=high, neginf=low)
-    scaled = np.clip((pixels - low) / max(high - low, np.finfo(float).eps), 0, 1)
-    return Image.fromarray(np.round(scaled * 255).astype(np.uint8))
+def split_frame(path):
+    """(file, frame number or None) for a path that may name one frame of a multi-frame file."""
+    path = Path(path)
+    base, mark, frame = path.name.rpartition(FRAME_MARK)
+    if mark and frame.isdigit() and has_extension(base, FRAMES_EXTENSIONS) and not path.exists():
+        return path.with_name(base), int(frame)
+    return path, None
 
 
-def load_image(path, channels: int) -> Image.Image:
-    """Read one image as 8-bit "L" (channels=1) or "RGB" (channels=3). Raises on unreadable files.
+def source_file(root, name) -> Path:
+    """The file on disk that holds image `name` of the folder `root`."""
+    return split_frame(Path(root) / name)[0]
 
-    Grey images fed to a 3-channel model are copied into R, G and B; colour images fed to a
-    1-channel model become luminance (ITU-R 601, PIL's convert("L")).
-    """
-    with Image.open(path) as img:
+
+@functools.lru_cache(maxsize=FRAME_FILES_KEPT)
+def pgm_frames(path: str) -> list:
+    """Every frame of a file of concatenated binary PGM (P5) images, e.g. a THEMIS ASI raw
+    minute file (20 frames of 256 x 256, 16-bit big-endian, '#' metadata lines before each),
+    as 2-D uint8 or uint16 arrays. Plain PGM parsing: the only THEMIS reader on PyPI
+    (themis-imager-readfile) pins numpy < 2."""
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    frames, pos = [], 0
+    while pos < len(data) and data[pos:].strip():
+        if data[pos:pos + 2] != b"P5":
+            raise BadImage(f"not a binary PGM (P5) frame at byte {pos}")
+        pos += 2
+        fields = []
+        while len(fields) < 3:  # width, height, maxval, between whitespace and '#' comment lines
+            while data[pos:pos + 1].isspace():
+                pos += 1
+            if data[pos:pos + 1] == b"#":
+                pos = data.index(b"\n", pos) + 1
+                continue
+            end = pos
+            while end < len(data) and data[end:end + 1].isdigit():
+                end += 1
+            if end == pos:
+                raise BadImage(f"damaged PGM header at byte {pos}")
+            fields.append(int(data[pos:end]))
+            pos = end
+        width, height, maxval = fields
+        pos += 1  # one whitespace byte ends the header
+        dtype = np.dtype(">u2" if maxval > 255 else "u1")
+        size = width * height * dtype.itemsize
+        if pos + size > len(data):
+            raise BadImage(f"frame {len(frames)} is truncated")
+        frames.append(np.frombuffer(data, dtype=dtype, count=width * height, offset=pos).reshape(height, width))
+        pos += size
+    if not frames:
+        raise BadImage("no PGM frame in the file")
+    return frames
+
+
+def fits_pixels(path) -> np.ndarray:
+    with fits.open(path, memmap=False) as hdus:
+        for hdu in hdus:
+            if hdu.is_image and hdu.data is not None and hdu.data.ndim >= 2:
+                return np.asarray(hdu.data)
+    raise BadImage("no image HDU (an HDU with 2-D or 3-D data) in the FITS file")
+
+
+def as_bands(pixels: np.ndarray) -> np.ndarray:
+    """A 2-D array as one band, a 3-D one as bands x H x W; other ranks are refused."""
+    if pixels.ndim == 2:
+        return pixels[None]
+    if pixels.ndim == 3:
+        return pixels
+    raise BadImage(f"array of shape {pixels.shape}: expected 2-D (H x W) or 3-D (bands x H x W)")
+
+
+def read_stored(path):
+    """The image as stored: an 8-bit PIL picture ("L" or "RGB"; transparency laid on black), or
+    a (bands, H, W) array of the stored numbers for everything else."""
+    file, frame = split_frame(path)
+    name = file.name
+    if frame is not None:
+        frames = pgm_frames(str(file))
+        if frame >= len(frames):
+            raise BadImage(f"frame {frame} asked for, the file has {len(frames)}")
+        return frames[frame][None]
+    if has_extension(name, FITS_EXTENSIONS):
+        return as_bands(fits_pixels(file))
+    if has_extension(name, ARRAY_EXTENSIONS):
+        return as_bands(np.load(file, allow_pickle=False))
+    if has_extension(name, FRAMES_EXTENSIONS):
+        return pgm_frames(str(file))[0][None]
+    with Image.open(file) as img:
         img.load()
     if img.mode in HIGH_DEPTH_MODES:
-        img = stretch_to_8bit(img)
-    elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        return np.asarray(img)[None]
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         # Transparent areas are empty sky, so they go on black rather than on whatever colour
         # the file happens to store under alpha = 0.
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-    return img.convert("L" if channels == 1 else "RGB")
+    return img.convert("L" if img.mode in GREY_MODES else "RGB")
+
+
+def stored_bands(stored) -> int:
+    if isinstance(stored, Image.Image):
+        return 1 if stored.mode == "L" else 3
+    return stored.shape[0]
+
+
+def to_unit(pixels: np.ndarray, stretch: str) -> np.ndarray:
+    """Stored numbers -> float32 in [0, 1], one scale for all bands (see STRETCHES)."""
+    pixels = np.asarray(pixels)
+    if stretch == "none" or (stretch == "auto" and pixels.dtype == np.uint8):
+        if np.issubdtype(pixels.dtype, np.integer):
+            unit = pixels.astype(np.float32) / np.iinfo(pixels.dtype).max
+        else:
+            unit = np.clip(pixels.astype(np.float32), 0, 1)  # floats are taken as already in [0, 1]
+    else:
+        pixels = pixels.astype(np.float64)
+        if not np.isfinite(pixels).any():
+            return np.zeros(pixels.shape, dtype=np.float32)
+        shape = {"asinh": AsinhStretch(ASINH_A), "log": LogStretch(LOG_A)}.get(stretch, LinearStretch())
+        with np.errstate(invalid="ignore"):
+            unit = (shape + AsymmetricPercentileInterval(*STRETCH_PERCENTILES))(pixels, clip=True)
+    return np.nan_to_num(unit, nan=0.0).astype(np.float32)
+
+
+def fit_bands(unit: np.ndarray, channels: int) -> np.ndarray:
+    """(bands, H, W) -> (channels, H, W): grey is copied into 3 channels, colour becomes luma;
+    any other mismatch is refused."""
+    bands = unit.shape[0]
+    if bands == channels:
+        return unit
+    if bands == 1 and channels == 3:
+        return np.repeat(unit, 3, axis=0)
+    if bands == 3 and channels == 1:
+        return np.tensordot(LUMA, unit, axes=1)[None]
+    raise BadImage(f"{bands} bands, but the model takes {channels} channels; keep images with "
+                   f"another band count in another folder")
+
+
+def read_image(path, channels: int, stretch: str = "auto"):
+    """The model's input before resizing: an 8-bit PIL image ("L" for channels=1, "RGB" for 3)
+    for 8-bit pictures under the auto/none stretch, else a float32 tensor (channels, H, W) in
+    [0, 1]. Raises one of UNREADABLE_ERRORS for files that cannot be used.
+
+    Grey images fed to a 3-channel model are copied into R, G and B; colour images fed to a
+    1-channel model become luma (ITU-R 601, PIL's convert("L")).
+    """
+    stored = read_stored(path)
+    if isinstance(stored, Image.Image):
+        if stretch in ("auto", "none") and channels in (1, 3):
+            return stored.convert("L" if channels == 1 else "RGB")
+        stored = np.asarray(stored)
+        stored = stored[None] if stored.ndim == 2 else stored.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(fit_bands(to_unit(stored, stretch), channels)))
+
+
+def as_tensor(image) -> torch.Tensor:
+    """A read_image result as a float32 tensor (channels, H, W) in [0, 1]."""
+    if isinstance(image, torch.Tensor):
+        return image
+    pixels = np.asarray(image, dtype=np.float32) / 255
+    return torch.from_numpy(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1).copy())
+
+
+def load_image(path, channels: int, stretch: str = "auto") -> Image.Image:
+    """An 8-bit picture of the image for galleries, maps and reports: "L" or "RGB" as the model
+    sees it; data of other band counts are shown as the mean of their bands."""
+    image = read_image(path, channels, stretch)
+    if isinstance(image, Image.Image):
+        return image
+    pixels = image.numpy()
+    pixels = pixels[0] if channels == 1 else pixels.transpose(1, 2, 0) if channels == 3 else pixels.mean(axis=0)
+    return Image.fromarray(np.round(pixels * 255).astype(np.uint8))
+
+
+def detect_channels(root, files) -> int:
+    """The model's input channels from the data: 1 if every sampled image is grey, 3 if some are
+    colour pictures, N if all are N-band arrays; other mixtures are an error."""
+    step = max(1, len(files) // CHANNEL_SAMPLE)
+    seen = {}
+    for name in files[::step]:
+        try:
+            seen.setdefault(stored_bands(read_stored(Path(root) / name)), name)
+        except UNREADABLE_ERRORS:
+            continue
+    if set(seen) <= {1, 3}:
+        return 3 if 3 in seen else 1
+    if len(seen) == 1:
+        return next(iter(seen))
+    examples = ", ".join(f"{name} has {bands}" for bands, name in sorted(seen.items()))
+    raise UserError(f"images under {root} have different band counts ({examples}); put each kind "
+                    f"in its own folder, or set --CHANNELS to the count to keep (others are skipped)")
 
 
 def loader_workers(requested: int) -> int:
@@ -103,8 +306,9 @@ def loader_workers(requested: int) -> int:
 class ImageFolder(Dataset):
     """(transformed image, index) pairs for the listed files; None for a file that cannot be read."""
 
-    def __init__(self, root, files, channels: int, transform):
+    def __init__(self, root, files, channels: int, transform, stretch: str = "auto"):
         self.root, self.files, self.channels, self.transform = Path(root), files, channels, transform
+        self.stretch = stretch
         self.warned = set()
 
     def __len__(self):
@@ -113,7 +317,7 @@ class ImageFolder(Dataset):
     def __getitem__(self, index):
         path = self.root / self.files[index]
         try:
-            img = load_image(path, self.channels)
+            img = read_image(path, self.channels, self.stretch)
         except UNREADABLE_ERRORS as err:
             if index not in self.warned:
                 self.warned.add(index)

@@ -1,17 +1,17 @@
-"""The SimCLR LightningModule (Chen et al. 2020, arXiv:2002.05709) and checkpoint loading.
+"""The self-supervised LightningModule (a backbone plus one objective from methods.py) and
+checkpoint loading.
 
-One class for training and evaluation: `save_hyperparameters()` stores every constructor
-argument in the checkpoint, so `load_model(path)` rebuilds the network from the file alone.
+One class for every method, for training and evaluation: `save_hyperparameters()` stores every
+constructor argument in the checkpoint, so `load_model(path)` rebuilds the network from the file
+alone, and `embed` is the same L2-normalised backbone output whatever the method.
 """
 
-import math
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torchvision
-from lightly.loss import NTXentLoss
-from lightly.models.modules import SimCLRProjectionHead
+from lightly.models.modules import MaskedVisionTransformerTorchvision
 from lightly.models.utils import get_weight_decay_parameters
 from lightly.utils.debug import std_of_l2_normalized
 from lightly.utils.lars import LARS
@@ -19,23 +19,37 @@ from lightly.utils.scheduler import cosine_warmup_schedule
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
+from torchvision.models.vision_transformer import VisionTransformer
 
 from config import UserError, atomic_path
+from methods import ADAMW_BETA2, OBJECTIVES, RECIPES, peak_lr
 
-BACKBONES = {
+RESNETS = {
     "resnet18": torchvision.models.resnet18,
     "resnet34": torchvision.models.resnet34,
     "resnet50": torchvision.models.resnet50,
 }
+# (width, blocks, heads): DeiT-Tiny and -Small (Touvron et al. 2021), ViT-Base (Dosovitskiy et al. 2021).
+VITS = {"vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6), "vit_base": (768, 12, 12)}
+VIT_MLP_RATIO = 4
+BACKBONES = (*RESNETS, *VITS)
 # Bumped when the module changes in a way old checkpoints cannot be loaded into.
-CHECKPOINT_FORMAT = 1
-LARS_MOMENTUM = 0.9  # SimCLR appendix B.1
+CHECKPOINT_FORMAT = 2
 LR_END_FACTOR = 1e-3  # the cosine decays to this fraction of the peak rate (lightly's default)
 
 
-def build_backbone(name: str, in_channels: int):
-    """A randomly initialised torchvision ResNet without its classifier, and its feature width."""
-    net = BACKBONES[name](weights=None)
+def build_backbone(name: str, in_channels: int, input_size: int, patch_size: int):
+    """A randomly initialised backbone mapping (N, in_channels, size, size) images to (N, width)
+    features, and its width: a torchvision ResNet without its classifier, or a torchvision ViT
+    (class-token output) wrapped by lightly so MAE can feed it only the visible patches."""
+    if name in VITS:
+        width, blocks, heads = VITS[name]
+        vit = VisionTransformer(image_size=input_size, patch_size=patch_size, num_layers=blocks,
+                                num_heads=heads, hidden_dim=width, mlp_dim=VIT_MLP_RATIO * width)
+        if in_channels != 3:
+            vit.conv_proj = nn.Conv2d(in_channels, width, kernel_size=patch_size, stride=patch_size)
+        return MaskedVisionTransformerTorchvision(vit), width
+    net = RESNETS[name](weights=None)
     if in_channels != 3:
         # Same stem geometry, only the number of input planes follows the data.
         old = net.conv1
@@ -46,27 +60,24 @@ def build_backbone(name: str, in_channels: int):
     return net, width
 
 
-class SimCLR(pl.LightningModule):
-    """SimCLR: a ResNet backbone, a 2-layer projection head and the NT-Xent loss.
+class SSLModel(pl.LightningModule):
+    """A backbone trained by one of the objectives in methods.py.
 
-    Embeddings for search come from the backbone (before the head), which the SimCLR paper
-    (section 4.2) found to be the better representation.
+    Embeddings for search come from the backbone (before any head), which the SimCLR paper
+    (section 4.2) found to be the better representation; for MAE, the encoder's class token
+    with no patch masked.
     """
 
-    def __init__(self, backbone="resnet18", in_channels=3, input_size=224, augmentation="allsky",
-                 proj_hidden_dim=512, proj_out_dim=128, temperature=0.5, lr=0.075,
-                 weight_decay=1e-6, warmup_epochs=10, max_epochs=100, batch_size=256,
-                 checkpoint_format=CHECKPOINT_FORMAT):
+    def __init__(self, method="simclr", backbone="resnet18", in_channels=3, input_size=224,
+                 augmentation="allsky", stretch="auto", proj_hidden_dim=512, proj_out_dim=128,
+                 pred_hidden_dim=128, temperature=0.5, momentum_start=0.996, patch_size=16,
+                 mask_ratio=0.75, decoder_dim=256, decoder_layers=4, lr=0.075, weight_decay=1e-6,
+                 warmup_epochs=10, max_epochs=100, batch_size=256, checkpoint_format=CHECKPOINT_FORMAT):
         super().__init__()
         self.save_hyperparameters()
-        self.backbone, width = build_backbone(backbone, in_channels)
-        self.projection_head = SimCLRProjectionHead(width, proj_hidden_dim, proj_out_dim)
-        # gather_distributed: with several GPUs each rank's positives meet every rank's negatives,
-        # so the loss equals the single-device loss at the global batch size.
-        self.criterion = NTXentLoss(temperature=temperature, gather_distributed=True)
-
-    def forward(self, x):
-        return self.projection_head(self.backbone(x))
+        self.backbone, width = build_backbone(backbone, in_channels, input_size, patch_size)
+        self.objective = OBJECTIVES[method](self.backbone, width, self.hparams)
+        self.total_steps = 1  # training steps of the whole fit, set when it starts (BYOL's momentum schedule)
 
     @torch.no_grad()
     def embed(self, x):
@@ -77,16 +88,19 @@ class SimCLR(pl.LightningModule):
         if batch is None:  # every image of this batch was unreadable (and skipped with a warning)
             return None
         (view0, view1), _ = batch
-        z0, z1 = self(view0), self(view1)
-        loss = self.criterion(z0, z1)
+        loss, outputs = self.objective(self.backbone, view0, view1, self.global_step, self.total_steps)
         size = len(view0)
         self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
                  sync_dist=True, batch_size=size)
         # Collapse monitor (SimSiam paper, Chen & He 2021, section 4.1; used by SpaceSSL): the
         # per-dimension std of the normalised outputs is ~1/sqrt(d) when healthy, 0 when collapsed.
-        self.log(f"{stage}_output_std", std_of_l2_normalized(z0.detach()), on_step=False,
+        self.log(f"{stage}_output_std", std_of_l2_normalized(outputs.detach()), on_step=False,
                  on_epoch=True, sync_dist=True, batch_size=size)
         return loss
+
+    def on_fit_start(self):
+        # Once per fit: Lightning's estimate reloads the training data each time it is asked.
+        self.total_steps = max(1, int(self.trainer.estimated_stepping_batches))
 
     def training_step(self, batch, batch_idx):
         return self._shared_step(batch, "train")
@@ -103,16 +117,24 @@ class SimCLR(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        decay, no_decay = get_weight_decay_parameters([self.backbone, self.projection_head])
-        # LARS with lr = LR * sqrt(batch size), weight decay 1e-6, linear warm-up then cosine
-        # decay: the SimCLR recipe for small batches (Chen et al. 2020, appendix B.1), as in
-        # lightly's ImageNet SimCLR benchmark. Biases and norm layers get neither weight decay
-        # nor LARS adaptation (lightly's LARS skips parameters whose weight decay is 0).
-        optimizer = LARS([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
-                         lr=hp.lr * math.sqrt(hp.batch_size), momentum=LARS_MOMENTUM,
-                         weight_decay=hp.weight_decay)
-        # A LambdaLR's state holds no schedule, so resuming with a larger MAX_EPOCHS stretches the
-        # cosine to the new end instead of running past the old one.
+        recipe = RECIPES[hp.method]
+        lr = peak_lr(recipe, hp.lr, hp.batch_size)
+        trainable = [m for m in (self.backbone, self.objective) if any(p.requires_grad for p in m.parameters())]
+        decay, no_decay = get_weight_decay_parameters(trainable)
+        decay = [p for p in decay if p.requires_grad]  # BYOL's momentum copies are not trained
+        no_decay = [p for p in no_decay if p.requires_grad]
+        # Biases and norm layers get no weight decay (and so no LARS adaptation: lightly's LARS
+        # skips parameters whose weight decay is 0), as in each method's reference code.
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if recipe.optimizer == "lars":
+            optimizer = LARS(groups, lr=lr, momentum=recipe.momentum, weight_decay=hp.weight_decay)
+        elif recipe.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=lr, momentum=recipe.momentum, weight_decay=hp.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=lr, betas=(recipe.momentum, ADAMW_BETA2),
+                                          weight_decay=hp.weight_decay)
+        # Linear warm-up then cosine decay, per epoch, as all four papers. A LambdaLR's state holds
+        # no schedule, so resuming with a larger MAX_EPOCHS stretches the cosine to the new end.
         scheduler = LambdaLR(optimizer, lambda epoch: cosine_warmup_schedule(
             epoch, max_steps=hp.max_epochs, start_value=1.0, end_value=LR_END_FACTOR,
             warmup_steps=hp.warmup_epochs, warmup_start_value=0.0))
@@ -142,7 +164,7 @@ def read_checkpoint(path) -> dict:
                         f"or not a PyTorch checkpoint") from None
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not isinstance(hp, dict) or "checkpoint_format" not in hp or "state_dict" not in ckpt:
-        raise UserError(f"checkpoint {path} was not written by SSL_Train.py (no SimCLR "
+        raise UserError(f"checkpoint {path} was not written by SSL_Train.py (no model "
                         f"hyperparameters in it); pass a best.ckpt or last.ckpt from a run folder")
     if hp["checkpoint_format"] != CHECKPOINT_FORMAT:
         raise UserError(f"checkpoint {path} has format {hp['checkpoint_format']}, this code reads "
@@ -150,14 +172,14 @@ def read_checkpoint(path) -> dict:
     return ckpt
 
 
-def load_model(path) -> SimCLR:
+def load_model(path) -> SSLModel:
     """Rebuild the trained model from a checkpoint file alone, in eval mode on the CPU."""
     ckpt = read_checkpoint(path)
     try:
-        model = SimCLR(**ckpt["hyper_parameters"])
+        model = SSLModel(**ckpt["hyper_parameters"])
         model.load_state_dict(ckpt["state_dict"])
     except (TypeError, KeyError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0]
-        raise UserError(f"checkpoint {path} does not match this code's SimCLR model "
+        raise UserError(f"checkpoint {path} does not match this code's model "
                         f"({first[:200]})") from None
     return model.eval()

@@ -11,7 +11,7 @@ import torch
 from config import UserError
 from embeddings import cached_embeddings, pick_device
 from images import find_images, loader_workers
-from model import SimCLR, load_model
+from model import SSLModel, load_model
 
 
 def checkpoint_path(run: str, checkpoint: str) -> Path:
@@ -50,7 +50,7 @@ def new_output_dir(parent: Path, label: str) -> Path:
 class OpenRun:
     """A trained model with the cached embeddings of its image folder."""
     checkpoint: Path
-    model: SimCLR
+    model: SSLModel
     run_dir: Path
     data_dir: Path
     vectors: np.ndarray  # (n, width), L2-normalised rows

@@ -9,13 +9,15 @@ Writes, replacing nothing that exists (delete data/sample first to rebuild):
     data/sample/themis_gill_16bit/*.png  consecutive raw THEMIS frames kept as 16-bit grey PNG
 """
 
-import gzip
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from images import pgm_frames  # noqa: E402  (the repository's reader: one PGM parser)
 
 # Where the read-only archive copies live (see ../shared/data/*/SOURCE.md).
 SHARED = "../shared/data"
@@ -32,22 +34,6 @@ GALAXY_JPEG_QUALITY = 90  # the originals are JPEG already
 THEMIS_FRAMES = 40
 THEMIS_SIZE = 128  # px
 SEED = 0  # which galaxies are drawn
-
-
-def read_themis_pgm(raw: bytes):
-    """Yield the 16-bit frames of a THEMIS multi-frame binary PGM (P5 header, '#' comments)."""
-    pos = 0
-    while pos < len(raw):
-        fields = []
-        while len(fields) < 4:  # magic, width, height, maxval; '#' lines are metadata
-            end = raw.index(b"\n", pos)
-            line, pos = raw[pos:end], end + 1
-            if not line.startswith(b"#"):
-                fields += line.split()
-        width, height = int(fields[1]), int(fields[2])
-        n = width * height * 2
-        yield np.frombuffer(raw[pos:pos + n], dtype=">u2").reshape(height, width)
-        pos += n
 
 
 def make_galaxies(shared: Path, out: Path) -> None:
@@ -76,9 +62,8 @@ def make_themis(shared: Path, out: Path) -> None:
     (out / "themis_gill_16bit").mkdir(parents=True)
     written = 0
     for path in sorted(src.glob("*.pgm*")):
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
         minute = path.name[:13]  # 20140310_0600
-        for i, frame in enumerate(read_themis_pgm(raw)):
+        for i, frame in enumerate(pgm_frames(str(path))):
             if written == THEMIS_FRAMES:
                 return
             small = Image.fromarray(frame.astype(np.float32)).resize(

@@ -9,8 +9,8 @@ from PIL import Image
 
 from cache import CachedImages, decoded_cache
 from collate import train_transform
-from conftest import THEMIS, TINY, copy_images, run_cli
-from images import find_images, load_image
+from conftest import GALAXIES, THEMIS, TINY, copy_images, run_cli
+from images import find_images, load_image, read_image
 
 
 def test_cache_holds_every_readable_image_once(tmp_path, caplog):
@@ -22,8 +22,16 @@ def test_cache_holds_every_readable_image_once(tmp_path, caplog):
     assert images.shape == (6, 1, 32, 32) and images.dtype == np.uint8
     assert readable.tolist() == [name != "broken.png" for name in files]
     assert "broken.png" in caplog.text
-    expected = np.asarray(load_image(tmp_path / "data" / names[0], 1).resize((32, 32), Image.Resampling.BILINEAR))
+    # 16-bit frames: stretched and resized at full precision, quantised to 8 bits once at the end.
+    unit = read_image(tmp_path / "data" / names[0], 1)
+    resized = torch.nn.functional.interpolate(unit[None], size=(32, 32), mode="bilinear", antialias=True)
+    expected = (resized[0, 0] * 255).round().numpy()
     np.testing.assert_array_equal(images[files.index(names[0]), 0], expected)
+    # An 8-bit picture is resized as a picture.
+    galaxy = next(GALAXIES.iterdir())
+    picture, _ = decoded_cache(GALAXIES.parent, [f"{GALAXIES.name}/{galaxy.name}"], 3, 32, tmp_path / "cache3", 0)
+    rgb = np.asarray(load_image(galaxy, 3).resize((32, 32), Image.Resampling.BILINEAR)).transpose(2, 0, 1)
+    np.testing.assert_array_equal(picture[0], rgb)
 
 
 def test_cache_is_reused_and_rebuilt_when_stale_or_half_written(tmp_path, caplog):

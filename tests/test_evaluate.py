@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 import SSL_Evaluate
 from collate import eval_transform, train_transform
 from images import ImageFolder, collate_readable, find_images
-from model import AtomicCheckpointIO, SimCLR, load_model
+from model import AtomicCheckpointIO, SSLModel, load_model
 
 
 def evaluate(run, *argv):
@@ -36,7 +36,7 @@ def query_dirs(run):
 def test_save_load_embed_round_trip_is_exact(tmp_path):
     """A checkpoint written by Lightning rebuilds the same network from the file alone."""
     files = find_images(GALAXIES)[:8]
-    model = SimCLR(in_channels=3, input_size=32, proj_hidden_dim=32, proj_out_dim=16,
+    model = SSLModel(in_channels=3, input_size=32, proj_hidden_dim=32, proj_out_dim=16,
                    warmup_epochs=0, max_epochs=1, batch_size=8)
     loader = DataLoader(ImageFolder(GALAXIES, files, 3, train_transform("astro", 32, 3)),
                         batch_size=8, collate_fn=collate_readable)
@@ -179,7 +179,7 @@ def test_checkpoint_whose_weights_do_not_fit(trained_run, tmp_path, capsys):
     ckpt["hyper_parameters"]["backbone"] = "resnet34"
     torch.save(ckpt, tmp_path / "best.ckpt")
     assert evaluate(tmp_path) == 2
-    assert "does not match this code's SimCLR model" in capsys.readouterr().err
+    assert "does not match this code's model" in capsys.readouterr().err
 
 
 def test_unreadable_image_in_the_data_set_is_left_out(run, tmp_path, caplog):

@@ -1,0 +1,147 @@
+"""The self-supervised objectives, one small class each, sharing one backbone (model.py).
+
+Each objective owns its heads and loss and turns two augmented views (and the training step
+out of the total) into (loss, outputs); the outputs feed the collapse monitor. Embeddings for search always come from the backbone alone, so
+evaluation, probes and maps work the same whatever the method.
+
+  simclr   contrastive, NT-Xent over the batch (Chen et al. 2020, arXiv:2002.05709)
+  simsiam  siamese with a predictor and stop-gradient, no negatives (Chen & He 2021,
+           arXiv:2011.10566); the method the original SpaceSSL script trains
+  byol     online network predicts a momentum-averaged target network (Grill et al. 2020,
+           arXiv:2006.07733)
+  mae      masked autoencoder: a ViT encodes the visible 25 % of patches, a small decoder
+           paints in the rest (He et al. 2021, arXiv:2111.06377); uses the first view only
+"""
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from lightly.loss import NegativeCosineSimilarity, NTXentLoss
+from lightly.models import utils as lightly_utils
+from lightly.models.modules import (BYOLPredictionHead, BYOLProjectionHead, SimCLRProjectionHead,
+                                    SimSiamPredictionHead, SimSiamProjectionHead)
+from lightly.models.modules.masked_autoencoder import MAEDecoder
+from lightly.utils.scheduler import cosine_schedule
+from torch import nn
+
+# MAE: per-patch normalised pixel targets give better representations (MAE paper, table 1d).
+MAE_NORM_EPS = 1e-6
+MAE_DECODER_HEAD_DIM = 32  # decoder attention heads = decoder width / this
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A method's published optimiser settings; the rate used is base_lr scaled by batch size."""
+    optimizer: str      # lars | sgd | adamw
+    base_lr: float
+    lr_scaling: str     # sqrt: base * sqrt(batch) | linear: base * batch / 256
+    weight_decay: float
+    momentum: float     # SGD/LARS momentum, or AdamW's beta1
+
+
+RECIPES = {
+    # LARS, rate 0.075 sqrt(batch), decay 1e-6: SimCLR appendix B.1, the small-batch setting.
+    "simclr": Recipe("lars", 0.075, "sqrt", 1e-6, 0.9),
+    # SGD, rate 0.05 batch/256 (SimSiam paper, section 4), with the original SpaceSSL script's
+    # momentum 0.57 and weight decay 5e-4.
+    "simsiam": Recipe("sgd", 0.05, "linear", 5e-4, 0.57),
+    # LARS, rate 0.2 batch/256, decay 1.5e-6: BYOL paper, appendix C.
+    "byol": Recipe("lars", 0.2, "linear", 1.5e-6, 0.9),
+    # AdamW, rate 1.5e-4 batch/256, decay 0.05, betas (0.9, 0.95): MAE paper, table 8.
+    "mae": Recipe("adamw", 1.5e-4, "linear", 0.05, 0.9),
+}
+ADAMW_BETA2 = 0.95  # MAE paper, table 8
+
+
+def peak_lr(recipe: Recipe, base_lr: float, batch_size: int) -> float:
+    return base_lr * (batch_size ** 0.5 if recipe.lr_scaling == "sqrt" else batch_size / 256)
+
+
+class SimCLRObjective(nn.Module):
+    def __init__(self, backbone, width: int, hp):
+        super().__init__()
+        self.projection_head = SimCLRProjectionHead(width, hp.proj_hidden_dim, hp.proj_out_dim)
+        # gather_distributed: with several GPUs each rank's positives meet every rank's negatives,
+        # so the loss equals the single-device loss at the global batch size.
+        self.criterion = NTXentLoss(temperature=hp.temperature, gather_distributed=True)
+
+    def forward(self, backbone, view0, view1, step: int, max_steps: int):
+        z0, z1 = self.projection_head(backbone(view0)), self.projection_head(backbone(view1))
+        return self.criterion(z0, z1), z0
+
+
+class SimSiamObjective(nn.Module):
+    def __init__(self, backbone, width: int, hp):
+        super().__init__()
+        self.projection_head = SimSiamProjectionHead(width, hp.proj_hidden_dim, hp.proj_out_dim)
+        self.prediction_head = SimSiamPredictionHead(hp.proj_out_dim, hp.pred_hidden_dim, hp.proj_out_dim)
+        self.criterion = NegativeCosineSimilarity()
+
+    def forward(self, backbone, view0, view1, step: int, max_steps: int):
+        z0, z1 = self.projection_head(backbone(view0)), self.projection_head(backbone(view1))
+        p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
+        # The stop-gradient on the target branch is what prevents collapse (SimSiam, section 4.1).
+        loss = 0.5 * (self.criterion(p0, z1.detach()) + self.criterion(p1, z0.detach()))
+        return loss, z0
+
+
+class BYOLObjective(nn.Module):
+    def __init__(self, backbone, width: int, hp):
+        super().__init__()
+        self.projection_head = BYOLProjectionHead(width, hp.proj_hidden_dim, hp.proj_out_dim)
+        self.prediction_head = BYOLPredictionHead(hp.proj_out_dim, hp.pred_hidden_dim, hp.proj_out_dim)
+        self.backbone_momentum = copy.deepcopy(backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        lightly_utils.deactivate_requires_grad(self.backbone_momentum)
+        lightly_utils.deactivate_requires_grad(self.projection_head_momentum)
+        self.momentum_start = hp.momentum_start
+        self.criterion = NegativeCosineSimilarity()
+
+    def target(self, view):
+        with torch.no_grad():
+            return self.projection_head_momentum(self.backbone_momentum(view))
+
+    def forward(self, backbone, view0, view1, step: int, max_steps: int):
+        if self.training:
+            # Target = exponential moving average of the online network, its momentum rising
+            # from momentum_start to 1 on a cosine (BYOL, section 3.2).
+            tau = cosine_schedule(step, max_steps, self.momentum_start, 1.0)
+            lightly_utils.update_momentum(backbone, self.backbone_momentum, m=tau)
+            lightly_utils.update_momentum(self.projection_head, self.projection_head_momentum, m=tau)
+        z0, z1 = self.projection_head(backbone(view0)), self.projection_head(backbone(view1))
+        p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
+        loss = 0.5 * (self.criterion(p0, self.target(view1)) + self.criterion(p1, self.target(view0)))
+        return loss, z0
+
+
+class MAEObjective(nn.Module):
+    def __init__(self, backbone, width: int, hp):
+        super().__init__()
+        self.patch_size, self.mask_ratio = hp.patch_size, hp.mask_ratio
+        self.sequence_length = backbone.sequence_length  # patches + class token
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, hp.decoder_dim))
+        nn.init.normal_(self.mask_token, std=0.02)  # as the MAE reference code
+        self.decoder = MAEDecoder(seq_length=self.sequence_length, num_layers=hp.decoder_layers,
+                                  num_heads=max(1, hp.decoder_dim // MAE_DECODER_HEAD_DIM),
+                                  embed_input_dim=width, hidden_dim=hp.decoder_dim, mlp_dim=4 * hp.decoder_dim,
+                                  out_dim=hp.patch_size ** 2 * hp.in_channels)
+
+    def forward(self, backbone, view0, view1, step: int, max_steps: int):
+        n = len(view0)
+        idx_keep, idx_mask = lightly_utils.random_token_mask(
+            size=(n, self.sequence_length), mask_ratio=self.mask_ratio, device=view0.device)
+        encoded = backbone.encode(images=view0, idx_keep=idx_keep)
+        tokens = lightly_utils.repeat_token(self.mask_token, (n, self.sequence_length))
+        tokens = lightly_utils.set_at_index(tokens, idx_keep, self.decoder.embed(encoded).type_as(tokens))
+        predicted = self.decoder.predict(lightly_utils.get_at_index(self.decoder.decode(tokens), idx_mask))
+        # idx_mask counts the class token as position 0; patches start at 0.
+        target = lightly_utils.get_at_index(lightly_utils.patchify(view0, self.patch_size), idx_mask - 1)
+        mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + MAE_NORM_EPS).sqrt()
+        loss = nn.functional.mse_loss(predicted.float(), target.float())
+        return loss, encoded[:, 0]  # class token of the visible patches, for the output monitor
+
+
+OBJECTIVES = {"simclr": SimCLRObjective, "simsiam": SimSiamObjective, "byol": BYOLObjective,
+              "mae": MAEObjective}

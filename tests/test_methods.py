@@ -1,0 +1,109 @@
+"""Every METHOD trains for one epoch and embeds through the unchanged evaluation path; each
+method's own mechanics (optimiser recipe, BYOL's momentum target, MAE's masking) behave."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import GALAXIES, TINY, copy_images, run_cli
+
+import SSL_Evaluate
+import SSL_Train
+from methods import RECIPES
+from model import SSLModel, load_model
+
+# A ViT small enough for the CPU: 32 px images in 8 px patches = 16 tokens.
+VIT = ["--BACKBONE=vit_tiny", "--PATCH_SIZE=8", "--DECODER_DIM=32", "--DECODER_LAYERS=1"]
+SETTINGS = {"simclr": [], "simsiam": ["--PRED_HIDDEN_DIM=8"], "byol": ["--PRED_HIDDEN_DIM=8"], "mae": VIT}
+
+
+@pytest.fixture(scope="module")
+def galaxies(tmp_path_factory):
+    data = tmp_path_factory.mktemp("methods") / "galaxies"
+    copy_images(GALAXIES, data, 12)
+    return data
+
+
+@pytest.mark.parametrize("method", list(SETTINGS))
+def test_each_method_trains_one_epoch_and_embeds(method, galaxies, tmp_path):
+    assert run_cli(SSL_Train, [f"--DATA_DIR={galaxies}", f"--CHECKPOINT_DIR={tmp_path}", f"--RUN_NAME={method}",
+                               f"--METHOD={method}", *TINY, *SETTINGS[method]]) == 0
+    run = tmp_path / method
+    metrics = pd.read_csv(run / "logs" / "version_0" / "metrics.csv")
+    assert np.isfinite(metrics["train_loss_epoch"].dropna()).all() and len(metrics["val_loss"].dropna()) == 1
+    hp = torch.load(run / "last.ckpt", weights_only=True)["hyper_parameters"]
+    assert hp["method"] == method and hp["lr"] == RECIPES[method].base_lr
+
+    assert run_cli(SSL_Evaluate, [f"--RUN={run}", "--NUM_WORKERS=0", "--BATCH_SIZE=8",
+                                  f"--QUERY={sorted(p.name for p in galaxies.iterdir())[0]}", "--TOP_K=3",
+                                  "--REPORT=False"]) == 0
+    cache = next((run / "embeddings").iterdir())
+    vectors = np.load(cache / "embeddings.npy")
+    assert vectors.shape[0] == 12 and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    table = pd.read_csv(next((run / "queries").iterdir()) / "neighbours.csv")
+    assert len(table) == 3
+
+
+@pytest.mark.parametrize("method,optimizer", [("simclr", "LARS"), ("simsiam", "SGD"), ("byol", "LARS"),
+                                              ("mae", "AdamW")])
+def test_each_method_uses_its_published_optimiser(method, optimizer):
+    recipe = RECIPES[method]
+    model = SSLModel(method=method, backbone="vit_tiny" if method == "mae" else "resnet18", input_size=32,
+                     patch_size=8, batch_size=512, lr=recipe.base_lr, weight_decay=recipe.weight_decay)
+    [opt], _ = model.configure_optimizers()
+    assert type(opt).__name__ == optimizer
+    expected_lr = recipe.base_lr * (512 ** 0.5 if method == "simclr" else 512 / 256)
+    assert opt.param_groups[0]["initial_lr"] == pytest.approx(expected_lr)
+    assert opt.param_groups[0]["weight_decay"] == recipe.weight_decay and opt.param_groups[1]["weight_decay"] == 0
+    trained = {id(p) for group in opt.param_groups for p in group["params"]}
+    assert all(p.requires_grad for p in model.parameters() if id(p) in trained)
+    if method == "simsiam":  # the original SpaceSSL script's settings
+        assert opt.param_groups[0]["momentum"] == 0.57 and recipe.weight_decay == 5e-4
+
+
+def test_byol_target_follows_the_online_network_by_its_momentum():
+    torch.manual_seed(0)
+    views = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    for start, follows in ((1.0, False), (0.0, True)):
+        model = SSLModel(method="byol", input_size=32, proj_hidden_dim=32, proj_out_dim=16, pred_hidden_dim=8,
+                         momentum_start=start).train()
+        with torch.no_grad():
+            for p in model.backbone.parameters():  # the online network moves away from the target
+                p.add_(0.1)
+        model.objective(model.backbone, *views, step=0, max_steps=10)
+        online = model.backbone.conv1.weight
+        target = model.objective.backbone_momentum.conv1.weight
+        assert torch.equal(online, target) is follows
+        assert not target.requires_grad
+
+
+def test_mae_masks_while_training_but_embeds_every_patch():
+    torch.manual_seed(0)
+    model = SSLModel(method="mae", backbone="vit_tiny", in_channels=1, input_size=32, patch_size=8,
+                     decoder_dim=32, decoder_layers=1, mask_ratio=0.75)
+    images = torch.randn(2, 1, 32, 32)
+    first, second = model.objective(model.backbone, images, images, 0, 1), model.objective(model.backbone, images, images, 0, 1)
+    assert not torch.equal(first[0], second[0])  # a new random mask each step
+    model.eval()
+    assert torch.equal(model.embed(images), model.embed(images))  # no mask: deterministic
+
+
+def test_mae_round_trips_through_a_checkpoint(tmp_path):
+    model = SSLModel(method="mae", backbone="vit_tiny", in_channels=5, input_size=16, patch_size=8,
+                     decoder_dim=32, decoder_layers=1).eval()
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, tmp_path / "m.ckpt")
+    images = torch.randn(3, 5, 16, 16)
+    assert torch.equal(load_model(tmp_path / "m.ckpt").embed(images), model.embed(images))
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--METHOD=mae"], "--METHOD=mae masks patches, so it needs a ViT"),
+    (["--METHOD=dino"], "--METHOD=dino: choose one of simclr, simsiam, byol, mae"),
+    (["--BACKBONE=vit_tiny", "--PATCH_SIZE=7"], "--PATCH_SIZE=7 must divide --INPUT_SIZE=32"),
+    (["--METHOD=mae", *VIT, "--MASK_RATIO=1"], "--MASK_RATIO=1.0: must be in (0, 1)"),
+])
+def test_method_settings_are_checked(galaxies, tmp_path, capsys, argv, message):
+    assert run_cli(SSL_Train, [f"--DATA_DIR={galaxies}", f"--CHECKPOINT_DIR={tmp_path}", *TINY, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert list(tmp_path.iterdir()) == []
