@@ -1,4 +1,4 @@
-"""Augmentation presets for SimCLR training and the one deterministic evaluation transform.
+"""Augmentation presets for self-supervised training and the one deterministic evaluation transform.
 
 Built on lightly.transforms (lightly's collate-function API is deprecated). Pick a preset by
 name with AUGMENTATION in SSL_Train.py:
@@ -10,8 +10,10 @@ name with AUGMENTATION in SSL_Train.py:
   natural  lightly's SimCLR defaults for everyday photographs (Chen et al. 2020)
 
 Both scripts take their preprocessing from here, so a model is always queried the way it was
-trained. `batch_train_transform` applies the same presets to whole batches of tensors on the
-training device (kornia), for when per-image augmentation on the CPU cannot keep a GPU busy.
+trained. `batch_train_transform` applies the same presets to float tensors with kornia: to
+whole batches on the training device, for when per-image augmentation on the CPU cannot keep a
+GPU busy, and to single 16-bit, float or many-band images, which lightly's PIL-based steps would
+cut to 8 bits and 3 channels.
 """
 
 import inspect

@@ -5,7 +5,9 @@
   SimCLR paper's linear evaluation), both stratified k-fold cross-validated;
 - a few-shot curve: the same two classifiers trained on N labelled images per class;
 - similarity-search precision@k: the share of each image's k nearest neighbours (cosine) that
-  share its class, averaged over all labelled images, which is what a user of the search sees.
+  share its class, averaged over all labelled images, which is what a user of the search sees;
+- without labels, for a time series of frames: the share of frames whose nearest neighbour was
+  taken within a few frames of it (consecutive all-sky frames show the same aurora).
 """
 
 import logging
@@ -32,6 +34,15 @@ def precision_at_k(vectors: np.ndarray, labels: np.ndarray, k: int) -> float:
         raise UserError("precision@k needs at least two labelled images and k >= 1")
     nearest, _ = all_nearest(vectors, k)
     return float((labels[nearest] == labels[:, None]).mean())
+
+
+def temporal_neighbour_fraction(vectors: np.ndarray, max_gap: int = 1) -> float:
+    """Rows are frames in time order: the fraction whose nearest other row (cosine) lies within
+    max_gap rows of it, e.g. within +-1 frame. Rows must be L2-normalised."""
+    if len(vectors) < 2:
+        raise UserError("the temporal neighbour check needs at least two frames")
+    nearest, _ = all_nearest(vectors, 1)
+    return float((np.abs(nearest[:, 0] - np.arange(len(vectors))) <= max_gap).mean())
 
 
 def knn_classifier(k: int) -> KNeighborsClassifier:

@@ -10,9 +10,10 @@ Prints, side by side:
   decode-once cache, and from the cache with whole-batch augmentation on the device,
   (c) a plain loop in the style of the original SpaceSSL script: fp32, batch 64, no workers;
 - embedding images/s (evaluation transform, no augmentation);
-- for each search size: IVF index build time, recall@10 against exact search, ms per query for
-  the IVF index and for exact search, on synthetic clustered unit vectors written to a
-  memory-mapped .npy first (so sizes beyond RAM work);
+- for each search size: IVF index build time, then for each NPROBES value recall@10 against
+  exact search and ms per single query, and ms per query of exact search (batched), on
+  synthetic clustered unit vectors written to a memory-mapped .npy first (so sizes beyond RAM
+  work);
 - peak resident memory of the process (and peak GPU memory on a GPU).
 On a GPU the step runs in bf16 autocast with channels_last (SSL_Train.py's settings).
 """
@@ -34,7 +35,7 @@ from embeddings import embed_images, pick_device  # noqa: E402
 from data import ArchiveData  # noqa: E402
 from images import detect_channels, find_images, loader_workers  # noqa: E402
 from index import build_index, exact_knn  # noqa: E402
-from model import SimCLR  # noqa: E402
+from model import SSLModel  # noqa: E402
 
 # ---- hyperparameters --------------------------------------------------------------------------
 DATA_DIR = "../shared/data/galaxyzoo1_small/smallGZ1/Imagenes"  # real images: 6,664 SDSS JPEGs, 423 px
@@ -53,7 +54,7 @@ DIM = 512                         # embedding width (resnet18's)
 CLUSTERS_PER_MILLION = 2000       # synthetic data: cluster centres per million vectors
 NOISE = 2.0                       # synthetic data: per-coordinate noise around a centre (centre coords ~N(0,1));
                                   # 2.0: same-cluster pairs at cosine ~0.2, unrelated pairs at 0 +- 0.04 (512-d)
-NPROBE = 64                       # IVF cells searched per query
+NPROBES = "16,64,256"             # IVF cells searched per query: each value measured on the same index
 NLIST = 0                         # IVF cells; 0 = 4 sqrt(n). Far fewer cells than clusters costs recall
 INDEX_ENCODING = "flat"           # flat (float32) | sq8 (8-bit codes: 4x less memory, for 10M+ vectors)
 SEARCH_QUERIES = 200              # queries timed per size
@@ -67,7 +68,7 @@ def step_fn(model, optimizer, device):
     """One SimCLR training step on two batches of views; bf16 autocast on a GPU."""
     def step(view0, view1):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = model.criterion(model(view0), model(view1))
+            loss, _ = model.objective(model.backbone, view0, view1, 0, 1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -91,7 +92,7 @@ def timed(batches, step, device, warmup: int, steps: int, batch_size: int) -> fl
 
 
 def make_model(cfg, channels, device, channels_last: bool):
-    model = SimCLR(backbone=cfg["BACKBONE"], in_channels=channels, input_size=cfg["INPUT_SIZE"]).to(device)
+    model = SSLModel(backbone=cfg["BACKBONE"], in_channels=channels, input_size=cfg["INPUT_SIZE"]).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.train()
@@ -185,25 +186,32 @@ def synthetic_vectors(path: Path, n: int, cfg) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
-def search_figures(cfg, n: int, workdir: Path) -> dict:
+def search_figures(cfg, n: int, workdir: Path) -> list:
+    """One row per NPROBES value: recall@10 and ms per single query on the same index."""
     vectors = synthetic_vectors(workdir / f"vectors_{n}.npy", n, cfg)
+    nprobes = [int(p) for p in cfg["NPROBES"].split(",")]
     start = time.perf_counter()
-    index, info = build_index(vectors, exact_limit=0, nlist=cfg["NLIST"], nprobe=cfg["NPROBE"],
+    index, info = build_index(vectors, exact_limit=0, nlist=cfg["NLIST"], nprobe=nprobes[0],
                               encoding=cfg["INDEX_ENCODING"], seed=cfg["SEED"])
     build = time.perf_counter() - start
     rng = np.random.default_rng(cfg["SEED"] + 1)
     queries = np.asarray(vectors[np.sort(rng.choice(n, cfg["SEARCH_QUERIES"], replace=False))])
     start = time.perf_counter()
-    for query in queries:  # one at a time, as a user asks
-        index.search(query[None], 10)
-    ivf_ms = 1000 * (time.perf_counter() - start) / len(queries)
-    exact_queries = queries[:max(1, len(queries) // 10)]
-    start = time.perf_counter()
-    exact_knn(vectors, exact_queries, 10)
-    exact_ms = 1000 * (time.perf_counter() - start) / len(exact_queries)
-    return {"vectors": n, "index": info["type"], "IVF cells": info["nlist"], "nprobe": info["nprobe"], "build (s)": round(build, 1),
-            "recall@10": round(info["recall_at_10"], 3), "IVF ms/query": round(ivf_ms, 2),
-            "exact ms/query": round(exact_ms, 1)}
+    exact = exact_knn(vectors, queries, 10)  # one pass over all vectors for all queries
+    exact_ms = 1000 * (time.perf_counter() - start) / len(queries)
+    rows = []
+    for nprobe in nprobes:
+        index.nprobe = nprobe
+        _, approx = index.search(queries, 10)
+        recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+        start = time.perf_counter()
+        for query in queries:  # one at a time, as a user asks
+            index.search(query[None], 10)
+        ivf_ms = 1000 * (time.perf_counter() - start) / len(queries)
+        rows.append({"vectors": n, "index": info["type"], "IVF cells": info["nlist"], "build (s)": round(build, 1),
+                     "nprobe": nprobe, "recall@10": round(float(recall), 3), "IVF ms/query": round(ivf_ms, 2),
+                     "exact ms/query (batched)": round(exact_ms, 1)})
+    return rows
 
 
 def main(argv):
@@ -216,11 +224,11 @@ def main(argv):
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     for name, value in training_figures(cfg, device).items():
         print(f"  {name:<50} {value:8.1f}")
-    rows = []
     with tempfile.TemporaryDirectory(dir=ROOT / "checkpoints", prefix=".bench_scale-") as workdir:
         for n in [int(s) for s in cfg["SEARCH_SIZES"].split(",") if s.strip()]:
-            rows.append(search_figures(cfg, n, Path(workdir)))
-            print("  " + ", ".join(f"{k} {v}" for k, v in rows[-1].items()), flush=True)
+            for row in search_figures(cfg, n, Path(workdir)):
+                print("  " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+            (Path(workdir) / f"vectors_{n}.npy").unlink()  # 2 GB per million 512-d vectors
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(f"  peak resident memory: {peak_rss:.0f} MiB" +
           (f", peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if device.type == "cuda" else ""))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from config import UserError
-from metrics import cross_validate, knn_accuracy, mean_std, per_class_sample, precision_at_k, usable_folds
+from metrics import (cross_validate, knn_accuracy, mean_std, per_class_sample, precision_at_k,
+                     temporal_neighbour_fraction, usable_folds)
 
 
 def unit(rows):
@@ -100,3 +101,17 @@ def test_small_class_reduces_the_folds_with_a_warning(caplog):
 def test_folds_impossible(labels, message):
     with pytest.raises(UserError, match=message):
         usable_folds(np.array(labels), 5)
+
+
+def test_temporal_neighbour_fraction_is_exact():
+    # Frames 0..4 at 0, 10, 25, 200, 45 degrees. Nearest: 0 -> 10 (row 1), 10 -> 0 (row 0),
+    # 25 -> 10 (row 1), 200 -> 45 (row 4, 155 deg), 45 -> 25 (row 2: two frames away).
+    vectors = angles(0, 10, 25, 200, 45)
+    assert temporal_neighbour_fraction(vectors, max_gap=1) == pytest.approx(4 / 5)
+    assert temporal_neighbour_fraction(vectors, max_gap=2) == pytest.approx(1.0)
+    # Reversed time order changes nothing; a shuffled one does: angles 0, 25, 45, 10, 200 leave
+    # only 45 -> 25 one row apart.
+    assert temporal_neighbour_fraction(vectors[::-1], max_gap=1) == pytest.approx(4 / 5)
+    assert temporal_neighbour_fraction(vectors[[0, 2, 4, 1, 3]], max_gap=1) == pytest.approx(1 / 5)
+    with pytest.raises(UserError, match="at least two frames"):
+        temporal_neighbour_fraction(vectors[:1])

@@ -1,0 +1,99 @@
+"""Label-free retrieval check on real THEMIS all-sky frames: are consecutive frames each other's
+nearest neighbours?
+
+Usage (from the repository root, with ../shared beside it; a few minutes on 2 CPU cores):
+    .venv/bin/python bench/themis_neighbours.py
+    .venv/bin/python bench/themis_neighbours.py --METHOD=byol --MAX_EPOCHS=30
+
+Trains SSL_Train.py directly on the raw PGM files of ../shared/data/themis_asi_gill_20140310
+(6 minute files of 20 16-bit frames, 3 s apart: 120 frames, read frame by frame), embeds every
+frame, and prints the fraction of frames whose nearest other frame (cosine) is within
+MAX_GAP frames in time, for the trained model, the same network with random weights and raw
+pixels (downsampled, PCA). The aurora changes little in 3 s, so a useful embedding should find
+the neighbouring frames; frames are listed in time order (file per minute, then frame).
+Everything goes to checkpoints/bench_themis-<time>/.
+"""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from baselines import random_init_embeddings, raw_pixel_embeddings  # noqa: E402
+from config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
+from embeddings import embed_images, pick_device  # noqa: E402
+from images import find_images  # noqa: E402
+from metrics import temporal_neighbour_fraction  # noqa: E402
+from model import load_model  # noqa: E402
+from runs import new_output_dir  # noqa: E402
+
+# ---- hyperparameters --------------------------------------------------------------------------
+FRAMES_DIR = "../shared/data/themis_asi_gill_20140310/frames"  # THEMIS ASI raw minute files (PGM)
+OUT_DIR = "checkpoints"          # the benchmark's run folder goes here
+METHOD = "simclr"                # simclr | simsiam | byol (mae needs a ViT: pass BACKBONE through TRAIN_ARGS)
+TRAIN_ARGS = ""                  # further SSL_Train.py arguments, space-separated (e.g. "--BACKBONE=vit_tiny")
+INPUT_SIZE = 64                  # px crops the network sees (frames are 256 px)
+CACHE_SIZE = 96                  # px side of the decode-once cache the crops are cut from
+BATCH_SIZE = 32                  # training batch (108 training frames: 3 steps an epoch)
+MAX_EPOCHS = 60                  # passes over the frames
+WARMUP_EPOCHS = 5                # learning-rate warm-up epochs
+NUM_WORKERS = 2                  # loader processes (this machine has 2 cores)
+MAX_GAP = 1                      # a nearest neighbour within this many frames (3 s each) counts as found
+RAW_PIXELS = 32                  # raw-pixel baseline: side of the downsampled frame
+RAW_PCA_DIM = 64                 # raw-pixel baseline: principal components kept
+SEED = 42                        # training seed and the random-weights baseline's
+# -----------------------------------------------------------------------------------------------
+
+
+def main(argv):
+    if wants_help(argv):
+        print(usage(__doc__, __file__))
+        return
+    cfg = resolve_config(globals(), argv)
+    frames_dir = Path(cfg["FRAMES_DIR"])
+    if not frames_dir.is_dir():
+        raise UserError(f"{frames_dir} not found: this benchmark reads ../shared/data beside the repository")
+    out = new_output_dir(Path(cfg["OUT_DIR"]), "bench_themis")
+    train_args = [f"--DATA_DIR={frames_dir}", f"--CHECKPOINT_DIR={out}", "--RUN_NAME=run", "--AUGMENTATION=allsky",
+                  f"--METHOD={cfg['METHOD']}", f"--INPUT_SIZE={cfg['INPUT_SIZE']}", "--CACHE=True",
+                  f"--CACHE_SIZE={cfg['CACHE_SIZE']}", f"--BATCH_SIZE={cfg['BATCH_SIZE']}",
+                  f"--MAX_EPOCHS={cfg['MAX_EPOCHS']}", f"--WARMUP_EPOCHS={cfg['WARMUP_EPOCHS']}",
+                  f"--NUM_WORKERS={cfg['NUM_WORKERS']}", f"--SEED={cfg['SEED']}", *cfg["TRAIN_ARGS"].split()]
+    start = time.perf_counter()
+    subprocess.run([sys.executable, str(ROOT / "SSL_Train.py"), *train_args], cwd=ROOT, check=True)
+    train_seconds = time.perf_counter() - start
+
+    files = find_images(frames_dir)  # time order: minute files, then frames
+    model = load_model(out / "run" / "best.ckpt")
+    device = pick_device("auto")
+    trained, kept = embed_images(model, frames_dir, files, cfg["BATCH_SIZE"], cfg["NUM_WORKERS"], device)
+    if kept != files:
+        raise UserError(f"some frames under {frames_dir} could not be read; see the warnings above")
+    hp = dict(model.hparams)
+    vectors = {
+        f"{cfg['METHOD']} ({cfg['MAX_EPOCHS']} epochs)": trained,
+        "random weights": random_init_embeddings(hp, frames_dir, files, cfg["SEED"], cfg["BATCH_SIZE"],
+                                                 cfg["NUM_WORKERS"], device),
+        "raw pixels": raw_pixel_embeddings(frames_dir, files, hp["in_channels"], cfg["RAW_PIXELS"],
+                                           cfg["RAW_PCA_DIM"], cfg["SEED"], hp["stretch"]),
+    }
+    scores = {name: temporal_neighbour_fraction(v, cfg["MAX_GAP"]) for name, v in vectors.items()}
+    report = {"frames": len(files), "max_gap": cfg["MAX_GAP"], "train_seconds": train_seconds,
+              "fraction_nearest_within_gap": scores, "torch": torch.__version__}
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n{len(files)} THEMIS frames (GILL 2014-03-10 06:00-06:06 UT, 3 s apart); training "
+          f"{train_seconds / 60:.1f} min. Share of frames whose nearest neighbour is within "
+          f"+-{cfg['MAX_GAP']} frame(s):")
+    for name, score in scores.items():
+        print(f"  {name:<28} {score:.3f}")
+    print(f"report: {out / 'report.json'}")
+
+
+if __name__ == "__main__":
+    run_main(main)
