@@ -154,7 +154,7 @@ def training_figures(cfg, device) -> dict:
     plain_optimizer = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9)
 
     def plain_step(view0, view1):
-        loss = plain.criterion(plain(view0), plain(view1))
+        loss, _ = plain.objective(plain.backbone, view0, view1, 0, 1)
         plain_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         plain_optimizer.step()
