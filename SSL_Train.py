@@ -32,7 +32,7 @@ from methods import RECIPES, peak_lr
 from model import BACKBONES, VITS, AtomicCheckpointIO, SSLModel, read_checkpoint
 
 # ---- hyperparameters --------------------------------------------------------------------------
-DATA_DIR = "data/oath/images/cropped_scaled"  # folder of images, searched recursively (png, jpg, tif, bmp)
+DATA_DIR = "data/oath/images/cropped_scaled"  # folder of images, searched recursively (png, jpg, tif, bmp, fits, npy, pgm)
 RUN_NAME = "oath_simclr"        # run folder name under CHECKPOINT_DIR; an existing one is never overwritten
 CHECKPOINT_DIR = "checkpoints"  # where run folders live
 RESUME = False                  # True: continue the run RUN_NAME from its last.ckpt

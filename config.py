@@ -73,9 +73,15 @@ def format_config(config: dict) -> str:
 
 def usage(doc: str, script: str) -> str:
     """The script's docstring and its hyperparameter block, comments included."""
-    lines = Path(script).read_text().splitlines()
-    block = [line for line in lines if line.split(" = ")[0].isupper() and " = " in line
-             and not line.startswith("_")]
+    block, inside = [], False
+    for line in Path(script).read_text().splitlines():
+        if " = " in line and line.split(" = ")[0].isupper() and not line.startswith("_"):
+            block.append(line)
+            inside = True
+        elif inside and line.startswith(" ") and line.lstrip().startswith("#"):
+            block.append(line)  # a comment continued on the next line
+        else:
+            inside = False
     return f"{doc.strip()}\n\nHyperparameters (defaults; override as --NAME=value):\n" + "\n".join(block)
 
 

@@ -8,7 +8,7 @@ Usage (from the repository root, with ../shared beside it; a few minutes on 2 CP
 Trains SSL_Train.py directly on the raw PGM files of ../shared/data/themis_asi_gill_20140310
 (6 minute files of 20 16-bit frames, 3 s apart: 120 frames, read frame by frame), embeds every
 frame, and prints the fraction of frames whose nearest other frame (cosine) is within
-MAX_GAP frames in time, for the trained model, the same network with random weights and raw
+each of MAX_GAPS frames in time (chance: about 2 x gap / 119), for the trained model, the same network with random weights and raw
 pixels (downsampled, PCA). The aurora changes little in 3 s, so a useful embedding should find
 the neighbouring frames; frames are listed in time order (file per minute, then frame).
 Everything goes to checkpoints/bench_themis-<time>/.
@@ -44,7 +44,7 @@ BATCH_SIZE = 32                  # training batch (108 training frames: 3 steps 
 MAX_EPOCHS = 60                  # passes over the frames
 WARMUP_EPOCHS = 5                # learning-rate warm-up epochs
 NUM_WORKERS = 2                  # loader processes (this machine has 2 cores)
-MAX_GAP = 1                      # a nearest neighbour within this many frames (3 s each) counts as found
+MAX_GAPS = "1,2,5"               # a nearest neighbour within this many frames (3 s each) counts as found; one column each
 RAW_PIXELS = 32                  # raw-pixel baseline: side of the downsampled frame
 RAW_PCA_DIM = 64                 # raw-pixel baseline: principal components kept
 SEED = 42                        # training seed and the random-weights baseline's
@@ -83,15 +83,17 @@ def main(argv):
         "raw pixels": raw_pixel_embeddings(frames_dir, files, hp["in_channels"], cfg["RAW_PIXELS"],
                                            cfg["RAW_PCA_DIM"], cfg["SEED"], hp["stretch"]),
     }
-    scores = {name: temporal_neighbour_fraction(v, cfg["MAX_GAP"]) for name, v in vectors.items()}
-    report = {"frames": len(files), "max_gap": cfg["MAX_GAP"], "train_seconds": train_seconds,
-              "fraction_nearest_within_gap": scores, "torch": torch.__version__}
+    gaps = [int(g) for g in cfg["MAX_GAPS"].split(",")]
+    scores = {name: {gap: temporal_neighbour_fraction(v, gap) for gap in gaps} for name, v in vectors.items()}
+    report = {"frames": len(files), "train_seconds": train_seconds, "fraction_nearest_within_gap": scores,
+              "torch": torch.__version__}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{len(files)} THEMIS frames (GILL 2014-03-10 06:00-06:06 UT, 3 s apart); training "
-          f"{train_seconds / 60:.1f} min. Share of frames whose nearest neighbour is within "
-          f"+-{cfg['MAX_GAP']} frame(s):")
-    for name, score in scores.items():
-        print(f"  {name:<28} {score:.3f}")
+          f"{train_seconds / 60:.1f} min. Share of frames whose nearest neighbour is within +-gap frames:")
+    print(f"  {'gap':<28} " + " ".join(f"{gap:>6}" for gap in gaps))
+    for name, by_gap in scores.items():
+        print(f"  {name:<28} " + " ".join(f"{score:6.3f}" for score in by_gap.values()))
+    print(f"  {'chance':<28} " + " ".join(f"{2 * gap / (len(files) - 1):6.3f}" for gap in gaps))
     print(f"report: {out / 'report.json'}")
 
 

@@ -47,6 +47,8 @@ def test_usage_shows_each_hyperparameter_with_its_comment():
     assert text.startswith("Doc line.")
     assert "BATCH_SIZE = 256" in text and "# images per step" in text
     assert "_AUTO_WORKER_CAP" not in text
+    # A comment continued on the following lines comes along; the code after the block does not.
+    assert "| asinh (after the clip) | log (after the clip)" in text and "def check_config" not in text
 
 
 def test_atomic_path_keeps_nothing_when_the_block_fails(tmp_path):
