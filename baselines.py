@@ -4,11 +4,10 @@ weights, and raw pixels (downsampled, PCA-reduced). Both are L2-normalised like 
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
-from torch.nn.functional import interpolate as resize
 
 from config import UserError
 from embeddings import embed_images
-from images import as_tensor, read_image
+from images import as_tensor, read_image, resize_unit
 from model import SSLModel
 
 
@@ -27,8 +26,7 @@ def raw_pixel_embeddings(root, files: list, channels: int, size: int, pca_dim: i
     """Each image resized to size x size, flattened, projected on its first principal components
     (PCA fitted on these images, without labels)."""
     pixels = np.stack([
-        resize(as_tensor(read_image(f"{root}/{name}", channels, stretch))[None], size=(size, size), mode="bilinear",
-               antialias=True, align_corners=False).numpy().ravel()
+        resize_unit(as_tensor(read_image(f"{root}/{name}", channels, stretch)), size).numpy().ravel()
         for name in files])
     components = min(pca_dim, *pixels.shape)
     reduced = PCA(n_components=components, random_state=seed).fit_transform(pixels)

@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from config import atomic_path, write_json
 from embeddings import data_digest
-from images import UNREADABLE_ERRORS, read_image
+from images import UNREADABLE_ERRORS, picture_bands, read_image, resize_unit
 
 log = logging.getLogger("spacessl")
 
@@ -46,11 +45,9 @@ class Decode(Dataset):
             log.warning("skipping unreadable image %s (%s)", self.root / self.files[index], err)
             return None, index
         if isinstance(img, torch.Tensor):
-            unit = nn.functional.interpolate(img[None], size=(self.side, self.side), mode="bilinear",
-                                             antialias=True, align_corners=False)[0]
+            unit = resize_unit(img, self.side)
             return unit.mul(255).round().clamp(0, 255).to(torch.uint8).numpy(), index
-        pixels = np.asarray(img.resize((self.side, self.side), Image.Resampling.BILINEAR))
-        return (pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)), index
+        return picture_bands(img.resize((self.side, self.side), Image.Resampling.BILINEAR)), index
 
 
 def keep_as_list(batch):

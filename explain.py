@@ -15,7 +15,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from collate import eval_transform
-from images import load_image, read_image
+from images import read_image, to_picture
 
 CAM_LAYERS = ("layer1", "layer2", "layer3", "layer4")
 OVERLAY_ALPHA = 0.45  # weight of the heat map over the image
@@ -69,9 +69,9 @@ def overlay(image: Image.Image, cam: np.ndarray) -> Image.Image:
 def explain_pair(model, path_a, path_b, layer: str, scale: int) -> Image.Image:
     """One picture: image a | a's map | b's map | image b, each `scale` times the input size."""
     channels, stretch = model.hparams.in_channels, model.hparams.stretch
-    _, cam_a, cam_b = similarity_cams(model, read_image(path_a, channels, stretch),
-                                      read_image(path_b, channels, stretch), layer)
-    image_a, image_b = load_image(path_a, channels, stretch), load_image(path_b, channels, stretch)
+    input_a, input_b = read_image(path_a, channels, stretch), read_image(path_b, channels, stretch)
+    _, cam_a, cam_b = similarity_cams(model, input_a, input_b, layer)
+    image_a, image_b = to_picture(input_a, channels), to_picture(input_b, channels)
     side = model.hparams.input_size
     panels = [image_a.convert("RGB").resize((side, side)), overlay(image_a, cam_a),
               overlay(image_b, cam_b), image_b.convert("RGB").resize((side, side))]

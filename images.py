@@ -205,6 +205,12 @@ def read_stored(path):
     return img.convert("L" if img.mode in GREY_MODES else "RGB")
 
 
+def picture_bands(picture: Image.Image) -> np.ndarray:
+    """A PIL picture's pixels as a (bands, H, W) array of its stored type."""
+    pixels = np.asarray(picture)
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
 def stored_bands(stored) -> int:
     if isinstance(stored, Image.Image):
         return 1 if stored.mode == "L" else 3
@@ -255,8 +261,7 @@ def read_image(path, channels: int, stretch: str = "auto"):
     if isinstance(stored, Image.Image):
         if stretch in ("auto", "none") and channels in (1, 3):
             return stored.convert("L" if channels == 1 else "RGB")
-        stored = np.asarray(stored)
-        stored = stored[None] if stored.ndim == 2 else stored.transpose(2, 0, 1)
+        stored = picture_bands(stored)
     return torch.from_numpy(np.ascontiguousarray(fit_bands(to_unit(stored, stretch), channels)))
 
 
@@ -264,19 +269,28 @@ def as_tensor(image) -> torch.Tensor:
     """A read_image result as a float32 tensor (channels, H, W) in [0, 1]."""
     if isinstance(image, torch.Tensor):
         return image
-    pixels = np.asarray(image, dtype=np.float32) / 255
-    return torch.from_numpy(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1).copy())
+    return torch.from_numpy(np.ascontiguousarray(picture_bands(image), dtype=np.float32) / 255)
 
 
-def load_image(path, channels: int, stretch: str = "auto") -> Image.Image:
-    """An 8-bit picture of the image for galleries, maps and reports: "L" or "RGB" as the model
-    sees it; data of other band counts are shown as the mean of their bands."""
-    image = read_image(path, channels, stretch)
+def resize_unit(image: torch.Tensor, side: int) -> torch.Tensor:
+    """A float image (channels, H, W) resized to side x side (bilinear, antialiased)."""
+    return torch.nn.functional.interpolate(image[None], size=(side, side), mode="bilinear",
+                                           antialias=True, align_corners=False)[0]
+
+
+def to_picture(image, channels: int) -> Image.Image:
+    """A read_image result as an 8-bit picture for galleries, maps and reports: "L" or "RGB" as
+    the model sees it; data of other band counts are shown as the mean of their bands."""
     if isinstance(image, Image.Image):
         return image
     pixels = image.numpy()
     pixels = pixels[0] if channels == 1 else pixels.transpose(1, 2, 0) if channels == 3 else pixels.mean(axis=0)
     return Image.fromarray(np.round(pixels * 255).astype(np.uint8))
+
+
+def load_image(path, channels: int, stretch: str = "auto") -> Image.Image:
+    """The image at path as an 8-bit picture (see to_picture)."""
+    return to_picture(read_image(path, channels, stretch), channels)
 
 
 def detect_channels(root, files) -> int:

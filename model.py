@@ -119,8 +119,7 @@ class SSLModel(pl.LightningModule):
         hp = self.hparams
         recipe = RECIPES[hp.method]
         lr = peak_lr(recipe, hp.lr, hp.batch_size)
-        trainable = [m for m in (self.backbone, self.objective) if any(p.requires_grad for p in m.parameters())]
-        decay, no_decay = get_weight_decay_parameters(trainable)
+        decay, no_decay = get_weight_decay_parameters([self.backbone, self.objective])
         decay = [p for p in decay if p.requires_grad]  # BYOL's momentum copies are not trained
         no_decay = [p for p in no_decay if p.requires_grad]
         # Biases and norm layers get no weight decay (and so no LARS adaptation: lightly's LARS
