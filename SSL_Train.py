@@ -22,14 +22,14 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from collate import PRESETS
+from collate import preset_kwargs
 from config import UserError, format_config, require, resolve_config, run_main, usage, wants_help, write_json
 from data import ArchiveData
 from images import STRETCHES, detect_channels, find_images, loader_workers
 from knn_monitor import KNNMonitor
 from labels import match_labels, read_labels
 from methods import RECIPES, peak_lr
-from model import BACKBONES, VITS, AtomicCheckpointIO, SSLModel, read_checkpoint
+from model import BACKBONES, STEMS, VITS, AtomicCheckpointIO, SSLModel, read_checkpoint
 
 # ---- hyperparameters --------------------------------------------------------------------------
 DATA_DIR = "data/oath/images/cropped_scaled"  # folder of images, searched recursively (png, jpg, tif, bmp, fits, npy, pgm)
@@ -37,8 +37,11 @@ RUN_NAME = "oath_simclr"        # run folder name under CHECKPOINT_DIR; an exist
 CHECKPOINT_DIR = "checkpoints"  # where run folders live
 RESUME = False                  # True: continue the run RUN_NAME from its last.ckpt
 METHOD = "simclr"               # self-supervised objective (methods.py): simclr | simsiam | byol | mae
-AUGMENTATION = "allsky"         # augmentation preset in collate.py: allsky | astro | natural
+AUGMENTATION = "allsky"         # augmentation preset in collate.py: allsky | astro | natural, optionally with
+                                # changes for a trial, e.g. "astro:min_scale=0.2,gaussian_blur=0"
 BACKBONE = "resnet18"           # random init: resnet18 | resnet34 | resnet50 | vit_tiny | vit_small | vit_base (mae needs a vit)
+STEM = "standard"               # resnet input stem: standard (7x7/2 conv + max-pool, for >= 128 px) | nopool
+                                # (no max-pool: twice the feature-map side, for small inputs)
 CHANNELS = 0                    # model input channels: 0 = from the data (1 if all grey, 3 if colour, N for N-band arrays)
 STRETCH = "auto"                # pixel values -> [0, 1], per image, all bands on one scale (images.py):
                                 # auto (8-bit as is, deeper data percentile) | none (integers / type max, floats
@@ -80,8 +83,11 @@ LOG_EVERY_N_STEPS = 10          # training steps between rows of logs/version_N/
 
 
 def check_config(cfg: dict) -> None:
-    require(cfg["AUGMENTATION"] in PRESETS,
-            f"--AUGMENTATION={cfg['AUGMENTATION']}: choose one of {', '.join(PRESETS)}")
+    try:
+        preset_kwargs(cfg["AUGMENTATION"])
+    except ValueError as err:
+        raise UserError(f"--AUGMENTATION={cfg['AUGMENTATION']}: {err}") from None
+    require(cfg["STEM"] in STEMS, f"--STEM={cfg['STEM']}: choose one of {', '.join(STEMS)}")
     require(cfg["METHOD"] in RECIPES, f"--METHOD={cfg['METHOD']}: choose one of {', '.join(RECIPES)}")
     require(cfg["BACKBONE"] in BACKBONES,
             f"--BACKBONE={cfg['BACKBONE']}: choose one of {', '.join(BACKBONES)}")
@@ -147,7 +153,7 @@ def choose_hardware(cfg: dict):
 def check_resume_matches(run_dir: Path, model) -> None:
     """Refuse to resume into a differently shaped network (the weights would not fit)."""
     saved = read_checkpoint(run_dir / "last.ckpt")["hyper_parameters"]
-    for key in ("method", "backbone", "in_channels", "proj_hidden_dim", "proj_out_dim", "pred_hidden_dim",
+    for key in ("method", "backbone", "stem", "in_channels", "proj_hidden_dim", "proj_out_dim", "pred_hidden_dim",
                 "patch_size", "decoder_dim", "decoder_layers"):
         if saved.get(key) != model.hparams[key]:
             raise UserError(f"cannot resume {run_dir}: it was trained with {key}={saved.get(key)!r}, "
@@ -200,7 +206,7 @@ def main(argv):
                        cfg["BATCH_SIZE"], workers, pin_memory=accelerator == "gpu",
                        channels_last=accelerator == "gpu", cache_dir=run_dir / "cache" if cfg["CACHE"] else None,
                        cache_side=cfg["CACHE_SIZE"], batch_augment=cfg["BATCH_AUGMENT"], stretch=cfg["STRETCH"])
-    model = SSLModel(method=cfg["METHOD"], backbone=cfg["BACKBONE"], in_channels=channels,
+    model = SSLModel(method=cfg["METHOD"], backbone=cfg["BACKBONE"], stem=cfg["STEM"], in_channels=channels,
                      input_size=cfg["INPUT_SIZE"], augmentation=cfg["AUGMENTATION"], stretch=cfg["STRETCH"],
                      proj_hidden_dim=cfg["PROJ_HIDDEN_DIM"], proj_out_dim=cfg["PROJ_OUT_DIM"],
                      pred_hidden_dim=cfg["PRED_HIDDEN_DIM"], temperature=cfg["TEMPERATURE"],

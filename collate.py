@@ -52,6 +52,34 @@ PRESETS = {
 }
 
 
+def preset_kwargs(spec: str) -> dict:
+    """The SimCLRTransform arguments of a preset spec: a preset name, optionally followed by
+    changes to it, e.g. "astro:min_scale=0.2,gaussian_blur=0" (used by the ablation benchmark and
+    for quick trials; edit PRESETS for a lasting change). Raises ValueError naming the problem."""
+    name, _, changes = spec.partition(":")
+    if name not in PRESETS:
+        raise ValueError(f"unknown augmentation preset {name!r}: choose one of {', '.join(PRESETS)}")
+    kwargs = dict(PRESETS[name])
+    defaults = _simclr_defaults()
+    for change in filter(None, (part.strip() for part in changes.split(","))):
+        key, _, text = change.partition("=")
+        current = kwargs.get(key, defaults.get(key))
+        if key not in defaults or not isinstance(current, (int, float)) or isinstance(current, bool):
+            numeric = [k for k, v in defaults.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            raise ValueError(f"augmentation change {change!r}: give name=number with a name out of "
+                             f"{', '.join(numeric)}")
+        try:
+            kwargs[key] = type(current)(float(text)) if isinstance(current, float) else int(text)
+        except ValueError:
+            raise ValueError(f"augmentation change {change!r}: {text!r} is not a number") from None
+    return kwargs
+
+
+def _simclr_defaults() -> dict:
+    return {name: p.default for name, p in inspect.signature(SimCLRTransform.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
 def normalization(channels: int) -> dict:
     """Per-channel mean and std: ImageNet's for 3 channels, the grey values for every band else."""
     if channels == 3:
@@ -67,7 +95,7 @@ class TrainTransform:
 
     def __init__(self, preset: str, input_size: int, channels: int):
         self.pictures = SimCLRTransform(input_size=input_size, normalize=normalization(channels),
-                                        **PRESETS[preset])
+                                        **preset_kwargs(preset))
         self.arrays = batch_train_transform(preset, input_size, channels)
 
     def __call__(self, image):
@@ -91,9 +119,7 @@ def eval_transform(input_size: int, channels: int) -> T.Compose:
 
 def preset_settings(preset: str) -> dict:
     """The preset's SimCLRTransform arguments, lightly's defaults filled in."""
-    defaults = {name: p.default for name, p in inspect.signature(SimCLRTransform.__init__).parameters.items()
-                if p.default is not inspect.Parameter.empty}
-    return {**defaults, **PRESETS[preset]}
+    return {**_simclr_defaults(), **preset_kwargs(preset)}
 
 
 def batch_train_transform(preset: str, input_size: int, channels: int) -> K.AugmentationSequential:

@@ -1,0 +1,188 @@
+"""Retrieval-quality ablation: which training recipe and which post-processing of the embeddings
+give the best neighbours, each against the same network with random weights and raw pixels,
+all scored the same way.
+
+Usage (from the repository root, with ../shared beside it):
+    .venv/bin/python bench/ablation.py --SET=mirabest --ROWS=current,noblur --SEEDS=1,2 --EPOCHS=30
+    .venv/bin/python bench/ablation.py --SET=demo --ROWS=current --SEEDS=1,2,3 --EPOCHS=30
+
+Each row of ROWS below is a set of SSL_Train.py settings; each (row, seed) trains once, embeds
+the labelled images with best.ckpt, and is scored after each post-processing in POSTPROCESS
+(`none`, `centre`: subtract the set's mean vector, `whiten`: PCA-whiten; both renormalised). The
+random-weights network of every stem in use and raw pixels are scored with the same seeds and
+post-processings. Scores: precision@10 (share of the 10 cosine neighbours in the query's class,
+over all labelled images), 5-fold kNN (k = 20) and linear-probe accuracy, and kNN accuracy with
+5 labels per class. A line per result is appended to <run folder>/results.csv as it comes, so a
+stopped run keeps what it measured; the table of means ± std over seeds is printed at the end.
+
+Sets: mirabest and galaxyzoo as bench/quality.py prepares them; demo = data/sample/galaxies with
+data/sample/galaxy_labels.csv (300 images), which also counts edge-on neighbours of the demo query.
+"""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from baselines import raw_pixel_embeddings  # noqa: E402
+from config import UserError, atomic_path, resolve_config, run_main, usage, wants_help  # noqa: E402
+from embeddings import embed_images  # noqa: E402
+from labels import match_labels, read_labels  # noqa: E402
+from metrics import cross_validate, precision_at_k  # noqa: E402
+from model import SSLModel, load_model  # noqa: E402
+from quality import GALAXY_MERGE, prepare_galaxyzoo, prepare_mirabest  # noqa: E402
+from runs import new_output_dir  # noqa: E402
+from search import top_k  # noqa: E402
+
+# ---- hyperparameters --------------------------------------------------------------------------
+SET = "mirabest"                 # mirabest | galaxyzoo | demo
+ROWS = "current"                 # rows of the ROW_SETTINGS table below, comma-separated
+SEEDS = "1,2"                    # training seeds, comma-separated; each row trains once per seed
+EPOCHS = 30                      # training epochs per row
+BATCH_SIZE = 128                 # training batch
+WARMUP_EPOCHS = 3                # learning-rate warm-up (fewer when EPOCHS is smaller)
+POSTPROCESS = "none,centre,whiten"  # post-processings scored, comma-separated
+WHITEN_EPS = 1e-2                # whitening: added to each PCA variance, relative to the largest
+RANDOM_BASELINE = True           # also score random weights and raw pixels
+SHARED = "../shared/data"        # the read-only archive copies
+OUT_DIR = "checkpoints"          # the benchmark's run folder goes here
+NUM_WORKERS = 2                  # loader processes (this machine has 2 cores)
+GALAXY_CROP = 256                # galaxyzoo copies: px kept from the centre (as bench/quality.py)
+GALAXY_STORED = 64               # galaxyzoo copies: px side
+MIRABEST_STORED = 80             # mirabest copies: px side
+PRECISION_K = 10                 # neighbours scored for precision@k
+KNN_K = 20                       # kNN classifier's voters
+FEW_SHOT = 5                     # labels per class for the few-shot kNN score
+# -----------------------------------------------------------------------------------------------
+
+# SSL_Train.py settings of each row; every row also gets the set's INPUT_SIZE, the seed, EPOCHS
+# and BATCH_SIZE. "current" is what the repository trained before this ablation.
+ROW_SETTINGS = {
+    "current": [],
+    "noblur": ["--AUGMENTATION=astro:gaussian_blur=0"],
+    "crop02": ["--AUGMENTATION=astro:min_scale=0.2"],
+    "jitter08": ["--AUGMENTATION=astro:cj_bright=0.8,cj_contrast=0.8"],
+    "temp02": ["--TEMPERATURE=0.2"],
+    "temp01": ["--TEMPERATURE=0.1"],
+    "nopool": ["--STEM=nopool"],
+}
+SETS = {  # input size the network sees, labels' merged classes
+    "mirabest": {"input": 64, "merge": ""},
+    "galaxyzoo": {"input": 48, "merge": GALAXY_MERGE},
+    "demo": {"input": 64, "merge": GALAXY_MERGE},
+}
+DEMO_QUERY = "587722983360102542.jpg"  # the Makefile's demo query, an edge-on galaxy (class 3)
+EDGE_ON = "3"
+
+
+def prepare(cfg: dict, out: Path):
+    """(image folder, labels CSV) of the chosen set."""
+    if cfg["SET"] == "demo":
+        return ROOT / "data" / "sample" / "galaxies", ROOT / "data" / "sample" / "galaxy_labels.csv"
+    prep = prepare_mirabest if cfg["SET"] == "mirabest" else prepare_galaxyzoo
+    data = prep(cfg, out / "data")
+    return data / "images", data / "labels.csv"
+
+
+def postprocess(vectors: np.ndarray, kind: str, eps: float) -> np.ndarray:
+    """Unit rows after `kind`: none, centre (minus the mean) or whiten (PCA, variances + eps)."""
+    x = np.asarray(vectors, dtype=np.float64)
+    if kind in ("centre", "whiten"):
+        x = x - x.mean(axis=0)
+    if kind == "whiten":
+        _, s, vt = np.linalg.svd(x, full_matrices=False)
+        var = s ** 2 / len(x)
+        x = (x @ vt.T) / np.sqrt(var + eps * var.max())
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def score(name: str, seed: int, vectors, classes, names, cfg) -> list:
+    rows = []
+    for kind in cfg["POSTPROCESS"].split(","):
+        v = postprocess(vectors, kind, cfg["WHITEN_EPS"])
+        cv = cross_validate(v, classes, 5, cfg["KNN_K"], [cfg["FEW_SHOT"]], 1.0, 2000, seed)
+        row = {"row": name, "seed": seed, "post": kind,
+               "precision@10": precision_at_k(v, classes, cfg["PRECISION_K"]),
+               "knn": float(np.mean(cv["knn_accuracy"])), "linear": float(np.mean(cv["linear_accuracy"])),
+               "knn_5shot": float(np.mean(cv["few_shot"][cfg["FEW_SHOT"]]["knn"]))}
+        if cfg["SET"] == "demo":
+            query = names.index(DEMO_QUERY)
+            best, _ = top_k(v, v[query], 10, exclude=[query])
+            row["demo_edge_on"] = int(sum(classes[i] == EDGE_ON for i in best))
+        rows.append(row)
+    return rows
+
+
+def append(path: Path, rows: list) -> None:
+    table = pd.concat([pd.read_csv(path), pd.DataFrame(rows)]) if path.is_file() else pd.DataFrame(rows)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    print(pd.DataFrame(rows).to_string(index=False), flush=True)
+
+
+def main(argv):
+    if wants_help(argv):
+        print(usage(__doc__, __file__))
+        return
+    cfg = resolve_config(globals(), argv)
+    if cfg["SET"] not in SETS:
+        raise UserError(f"--SET={cfg['SET']}: choose one of {', '.join(SETS)}")
+    rows = [r.strip() for r in cfg["ROWS"].split(",") if r.strip()]
+    for r in rows:
+        if r not in ROW_SETTINGS:
+            raise UserError(f"--ROWS: unknown row {r!r} ({', '.join(ROW_SETTINGS)})")
+    seeds = [int(s) for s in cfg["SEEDS"].split(",")]
+    out = new_output_dir(Path(cfg["OUT_DIR"]), f"bench_ablation_{cfg['SET']}")
+    images, labels_csv = prepare(cfg, out)
+    settings = SETS[cfg["SET"]]
+    files = sorted(p.name for p in images.iterdir())
+    label_rows, classes = match_labels(read_labels(labels_csv, merge=settings["merge"]), files, str(labels_csv))
+    names = [files[i] for i in label_rows]
+    classes = np.asarray([str(c) for c in classes])
+    results = out / "results.csv"
+    torch.set_num_threads(cfg["NUM_WORKERS"])
+    print(f"{cfg['SET']}: {len(names)} labelled images; results: {results}", flush=True)
+    stems = {}  # stem -> hyperparameters of a trained model with it, for its random-weights twin
+    for name in rows:
+        for seed in seeds:
+            run_name = f"{name}_s{seed}"
+            args = [f"--DATA_DIR={images}", f"--CHECKPOINT_DIR={out / 'runs'}", f"--RUN_NAME={run_name}",
+                    "--AUGMENTATION=astro", f"--INPUT_SIZE={settings['input']}", f"--SEED={seed}",
+                    f"--MAX_EPOCHS={cfg['EPOCHS']}", f"--WARMUP_EPOCHS={min(cfg['WARMUP_EPOCHS'], cfg['EPOCHS'] - 1)}", f"--BATCH_SIZE={cfg['BATCH_SIZE']}",
+                    f"--NUM_WORKERS={cfg['NUM_WORKERS']}", *ROW_SETTINGS[name]]
+            start = time.perf_counter()
+            subprocess.run([sys.executable, str(ROOT / "SSL_Train.py"), *args], cwd=ROOT, check=True,
+                           stdout=subprocess.DEVNULL)
+            minutes = (time.perf_counter() - start) / 60
+            model = load_model(out / "runs" / run_name / "best.ckpt")
+            stems[model.hparams.stem] = dict(model.hparams)
+            vectors, kept = embed_images(model, images, names, 256, cfg["NUM_WORKERS"], torch.device("cpu"))
+            assert kept == names, "every labelled image must embed"
+            append(results, [{**r, "train_min": round(minutes, 1)}
+                             for r in score(name, seed, vectors, classes, names, cfg)])
+    if cfg["RANDOM_BASELINE"]:
+        for seed in seeds:
+            for stem, hparams in stems.items():
+                torch.manual_seed(seed)
+                vectors, _ = embed_images(SSLModel(**hparams), images, names, 256, cfg["NUM_WORKERS"],
+                                          torch.device("cpu"))
+                append(results, score(f"random_{stem}", seed, vectors, classes, names, cfg))
+            pixels = raw_pixel_embeddings(images, names, hparams["in_channels"], 32, 128, seed)
+            append(results, score("raw_pixels", seed, pixels, classes, names, cfg))
+    table = pd.read_csv(results)
+    metrics = [c for c in ("precision@10", "knn", "linear", "knn_5shot", "demo_edge_on") if c in table]
+    summary = table.groupby(["row", "post"], sort=False)[metrics].agg(["mean", "std"])
+    print("\n" + summary.round(3).to_string())
+
+
+if __name__ == "__main__":
+    run_main(main)
