@@ -16,12 +16,12 @@ its nearest neighbour) and config.json. Exact search: O(n^2) time, fine up to ~1
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from config import (atomic_path, format_config, require, resolve_config, run_main, usage, wants_help,
+from spacessl.config import (atomic_path, format_config, require, resolve_config, run_main, usage, wants_help,
                     write_json)
-from images import load_image
-from report import created, file_uri, png_uri, write_page
-from runs import new_output_dir, open_run
-from search import all_nearest
+from spacessl.images import load_image
+from spacessl.report import created, file_uri, png_uri, write_page
+from spacessl.runs import new_output_dir, open_run
+from spacessl.search import all_nearest
 
 # ---- hyperparameters --------------------------------------------------------------------------
 RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py
@@ -84,7 +84,7 @@ def main(argv):
         table.to_csv(tmp, index=False)
     top = table.head(cfg["TOP"])
     channels, data = run.model.hparams.in_channels, run.data_dir
-    draw_gallery([(data / row.filename, data / row.nearest, f"#{row.rank} {row.score:.3f}")
+    draw_gallery([(data / row.filename, data / row.nearest, f"#{row.rank}  d={row.score:.3f}")
                   for row in top.itertuples()], channels, cfg["THUMB_PX"], cfg["COLUMNS"],
                  out_dir / "anomalies.png")
 

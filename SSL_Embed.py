@@ -23,11 +23,11 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
-from config import atomic_path, format_config, require, resolve_config, run_main, usage, wants_help, write_json
-from embeddings import COPY_CHUNK, cache_meta, eval_dataset, finish_cache, read_cache
-from images import collate_readable, find_images, loader_workers
-from model import load_model
-from runs import checkpoint_path, embedding_cache_dir, training_data_dir
+from spacessl.config import atomic_path, format_config, require, resolve_config, run_main, usage, wants_help, write_json
+from spacessl.embeddings import COPY_CHUNK, cache_meta, eval_dataset, finish_cache, read_cache
+from spacessl.images import collate_readable, find_images, loader_workers
+from spacessl.model import load_model
+from spacessl.runs import checkpoint_path, embedding_cache_dir, training_data_dir
 
 # ---- hyperparameters --------------------------------------------------------------------------
 RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py

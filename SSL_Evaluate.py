@@ -15,34 +15,29 @@ neighbours, the map of the data set with both marked, and Grad-CAM maps of what 
 nearest ones similar, also saved as map.png and explain_<rank>.png).
 """
 
-import difflib
-import json
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import torch
-from matplotlib.figure import Figure  # no pyplot: no GUI backend, works over ssh and on clusters
 
-from collate import eval_transform
-from config import (UserError, atomic_path, format_config, require, resolve_config, run_main, usage,
-                    wants_help, write_json)
-from explain import CAM_LAYERS, explain_pair
-from images import UNREADABLE_ERRORS, load_image, read_image
-from index import ENCODINGS, cached_index, on_gpus_if_available
-from index import search as index_search
-from maps import METHODS, MIN_DIST, NEIGHBOURS, PERPLEXITY, draw_scatter, latest_map, project, save_map
-from maps import SEED as MAP_SEED
-from report import created, file_uri, png_uri, write_page
-from runs import new_output_dir, open_run
-from search import mean_query, top_k
+from spacessl.config import (UserError, atomic_path, format_config, require, resolve_config, run_main, usage,
+                             wants_help, write_json)
+from spacessl.embeddings import embed_image
+from spacessl.explain import CAM_LAYERS, explain_pair
+from spacessl.images import load_image
+from spacessl.index import ENCODINGS
+from spacessl.maps import METHODS, MIN_DIST, NEIGHBOURS, PERPLEXITY, draw_scatter, latest_map, project, save_map
+from spacessl.maps import SEED as MAP_SEED
+from spacessl.queries import grid_figure, neighbour_panels, neighbours, resolve_query, split_queries
+from spacessl.report import created, file_uri, png_uri, write_page
+from spacessl.runs import new_output_dir, open_run
+from spacessl.search import mean_query
 
 # ---- hyperparameters --------------------------------------------------------------------------
 RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py
 CHECKPOINT = "best"             # best | last | path to a .ckpt file (results go beside it)
-QUERY = ""                      # image(s) to search for: a file name in the data set, a path, or several joined by ","; "" = embed only
+QUERY = ""                      # image(s) to search for: a file name in the data set, a path, or several joined by ","
+                                # (a name holding a comma in double quotes, or the comma as \,); "" = embed only
 TOP_K = 10                      # neighbours to return, >= 1
 DATA_DIR = ""                   # images to search; "" = the folder the run was trained on
 BATCH_SIZE = 256                # images per embedding batch
@@ -62,61 +57,8 @@ CAM_LAYER = "layer3"            # ResNet stage Grad-CAM weighs, layer1..layer4; 
 THUMB_PX = 160                  # side of the report's thumbnails, px
 # -----------------------------------------------------------------------------------------------
 
-_INDEX_SEED = 0  # seeds the IVF index's k-means sample and recall queries
-_CLOSE_NAMES = 5      # suggestions shown for a query name that is not in the data set
-_TITLE_INCHES = 0.4   # height added to each panel for its two-line title
 
 log = logging.getLogger("spacessl")
-
-
-def resolve_query(token: str, data_dir: Path, index_of: dict):
-    """Row index of an embedded image, or the Path of an image to embed on the fly."""
-    if token in index_of:
-        return index_of[token]
-    path = Path(token).expanduser()  # the shell leaves "~" alone inside --QUERY=~/...
-    if path.is_file():
-        try:
-            inside = path.resolve().relative_to(data_dir.resolve()).as_posix()
-        except ValueError:
-            inside = None
-        return index_of.get(inside, path)
-    matches = [name for name in index_of if token in (name.rsplit("/", 1)[-1], Path(name).stem)]
-    if len(matches) == 1:
-        return index_of[matches[0]]
-    if len(matches) > 1:
-        raise UserError(f"query {token!r} matches {len(matches)} images ({', '.join(matches[:_CLOSE_NAMES])}"
-                        f"{', ...' if len(matches) > _CLOSE_NAMES else ''}); give its path relative to {data_dir}")
-    base_names = {name.rsplit("/", 1)[-1]: name for name in index_of}
-    close = difflib.get_close_matches(token, list(base_names), n=_CLOSE_NAMES)
-    hint = f"; closest names: {', '.join(base_names[c] for c in close)}" if close else ""
-    raise UserError(f"query {token!r} is neither one of the {len(index_of)} images in {data_dir} "
-                    f"nor an existing file{hint}")
-
-
-def embed_file(model, path: Path, device) -> torch.Tensor:
-    hp = model.hparams
-    try:
-        img = read_image(path, hp.in_channels, hp.stretch)
-    except UNREADABLE_ERRORS as err:
-        raise UserError(f"query image {path} could not be read ({err})") from None
-    batch = eval_transform(hp.input_size, hp.in_channels)(img).unsqueeze(0).to(device)
-    return model.to(device).embed(batch)[0].cpu().numpy()
-
-
-def draw_grid(panels: list, channels: int, columns: int, inches: float, dpi: int, out: Path) -> None:
-    """panels: (image path, title) pairs, query first."""
-    columns = min(columns, len(panels))
-    rows = math.ceil(len(panels) / columns)
-    fig = Figure(figsize=(columns * inches, rows * (inches + _TITLE_INCHES)))
-    axes = fig.subplots(rows, columns, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (path, title) in zip(axes.flat, panels):
-        ax.imshow(load_image(path, channels), cmap="gray" if channels == 1 else None)
-        ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
 
 
 def report_map(cfg: dict, run):
@@ -173,10 +115,6 @@ def write_query_report(cfg: dict, run, out_dir: Path, query_paths: list, query_r
     write_page(out_dir / "report.html", f"Images most like {query_paths[0].name}", meta, sections)
 
 
-def short(name: str, width: int = 24) -> str:
-    return name if len(name) <= width else "…" + name[-(width - 1):]
-
-
 def main(argv):
     if wants_help(argv):
         print(usage(__doc__, __file__))
@@ -194,26 +132,18 @@ def main(argv):
     print(format_config(cfg))
     run = open_run(cfg)
     model, data_dir, vectors, names, device = run.model, run.data_dir, run.vectors, run.names, run.device
-    tokens = [token.strip() for token in cfg["QUERY"].split(",") if token.strip()]
+    tokens = split_queries(cfg["QUERY"])
     if not tokens:
         print("no --QUERY given: embedding done")
         return
 
     index_of = {name: i for i, name in enumerate(names)}
-    resolved = [resolve_query(token, data_dir, index_of) for token in tokens]
-    query_vectors = [vectors[r] if isinstance(r, int) else embed_file(model, r, device) for r in resolved]
-    query = mean_query(np.stack(query_vectors))
-    exclude = [r for r in resolved if isinstance(r, int)]
-    if len(names) <= cfg["EXACT_LIMIT"]:
-        rows, distances = top_k(vectors, query, cfg["TOP_K"], exclude=exclude)
-    else:
-        source = json.loads((run.cache_dir / "meta.json").read_text())
-        index, info = cached_index(vectors, run.cache_dir, source, cfg["EXACT_LIMIT"], cfg["NLIST"],
-                                   cfg["NPROBE"], cfg["INDEX_ENCODING"], _INDEX_SEED)
-        print(f"searched with a {info['type']} index (recall@10 {info['recall_at_10']:.3f} against exact search)")
-        rows, distances = index_search(on_gpus_if_available(index), query, cfg["TOP_K"], exclude=exclude)
-    table = pd.DataFrame({"rank": range(1, len(rows) + 1), "filename": [names[i] for i in rows],
-                          "cosine_distance": distances.round(6)})
+    resolved = [resolve_query(token, data_dir, index_of, run.skipped) for token in tokens]
+    query = mean_query(np.stack([vectors[r] if isinstance(r, int) else embed_image(model, r, device)
+                                 for r in resolved]))
+    table = neighbours(run, query, cfg["TOP_K"], [r for r in resolved if isinstance(r, int)], cfg["EXACT_LIMIT"],
+                       cfg["NLIST"], cfg["NPROBE"], cfg["INDEX_ENCODING"])
+    rows = [index_of[name] for name in table.filename]
 
     query_paths = [data_dir / names[r] if isinstance(r, int) else r for r in resolved]
     label = Path(tokens[0]).stem + (f"+{len(tokens) - 1}" if len(tokens) > 1 else "")
@@ -224,11 +154,10 @@ def main(argv):
                                              "queries": [str(p) for p in query_paths]}})
     with atomic_path(out_dir / "neighbours.csv") as tmp:
         table.to_csv(tmp, index=False)
-    panels = [(path, f"query\n{short(path.name)}") for path in query_paths]
-    panels += [(data_dir / name, f"#{rank}  d={dist:.3f}\n{short(Path(name).name)}")
-               for rank, name, dist in table.itertuples(index=False)]
-    draw_grid(panels, model.hparams.in_channels, cfg["GRID_COLUMNS"], cfg["PANEL_INCHES"],
-              cfg["GRID_DPI"], out_dir / "neighbours.png")
+    grid = grid_figure(neighbour_panels(query_paths, data_dir, table), model.hparams.in_channels,
+                       cfg["GRID_COLUMNS"], cfg["PANEL_INCHES"])
+    with atomic_path(out_dir / "neighbours.png") as tmp:
+        grid.savefig(tmp, format="png", dpi=cfg["GRID_DPI"])
     print(f"\nnearest to {', '.join(tokens)}:\n{table.to_string(index=False)}")
     print(f"\ntable: {out_dir / 'neighbours.csv'}\npicture: {out_dir / 'neighbours.png'}")
     if cfg["REPORT"]:

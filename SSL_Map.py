@@ -12,10 +12,10 @@ newest map of the same images.
 """
 
 
-from config import format_config, require, resolve_config, run_main, usage, wants_help, write_json
-from labels import match_labels, read_labels
-from maps import METHODS, draw_mosaic, project, save_map
-from runs import new_output_dir, open_run
+from spacessl.config import format_config, require, resolve_config, run_main, usage, wants_help, write_json
+from spacessl.labels import match_labels, read_labels
+from spacessl.maps import METHODS, draw_mosaic, project, save_map
+from spacessl.runs import new_output_dir, open_run
 
 # ---- hyperparameters --------------------------------------------------------------------------
 RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py

@@ -20,12 +20,12 @@ import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no GUI backend
 from sklearn.metrics import ConfusionMatrixDisplay
 
-from baselines import random_init_embeddings, raw_pixel_embeddings
-from config import (atomic_path, format_config, parse_value, require, resolve_config, run_main, usage,
+from spacessl.baselines import random_init_embeddings, raw_pixel_embeddings
+from spacessl.config import (atomic_path, format_config, parse_value, require, resolve_config, run_main, usage,
                     wants_help, write_json)
-from labels import match_labels, read_labels
-from metrics import cross_validate, mean_std, precision_at_k
-from runs import new_output_dir, open_run
+from spacessl.labels import match_labels, read_labels
+from spacessl.metrics import cross_validate, mean_std, precision_at_k
+from spacessl.runs import new_output_dir, open_run
 
 # ---- hyperparameters --------------------------------------------------------------------------
 RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py

@@ -23,13 +23,13 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from collate import preset_kwargs
-from config import UserError, format_config, require, resolve_config, run_main, usage, wants_help, write_json
-from data import ArchiveData
-from images import STRETCHES, detect_channels, find_images, loader_workers
-from knn_monitor import KNNMonitor
-from labels import match_labels, read_labels
-from methods import RECIPES, peak_lr
-from model import BACKBONES, STEMS, VITS, AtomicCheckpointIO, SSLModel, read_checkpoint
+from spacessl.config import UserError, format_config, require, resolve_config, run_main, usage, wants_help, write_json
+from spacessl.datamodule import ArchiveData
+from spacessl.images import STRETCHES, detect_channels, find_images, loader_workers
+from spacessl.knn_monitor import KNNMonitor
+from spacessl.labels import match_labels, read_labels
+from spacessl.methods import RECIPES, peak_lr
+from spacessl.model import BACKBONES, STEMS, VITS, AtomicCheckpointIO, SSLModel, read_checkpoint
 
 # ---- hyperparameters --------------------------------------------------------------------------
 DATA_DIR = "data/oath/images/cropped_scaled"  # folder of images, searched recursively (png, jpg, tif, bmp, fits, npy, pgm)

@@ -23,7 +23,7 @@ import torch
 import torchvision.transforms as T
 from lightly.transforms import SimCLRTransform
 
-from images import as_tensor
+from spacessl.images import as_tensor
 
 # ImageNet statistics (lightly's default) for 3-channel input; for 1-channel input the mean of
 # the three, the usual choice when a grey image goes through an ImageNet-style network.

@@ -7,8 +7,10 @@ Usage (from the repository root, with ../shared beside it):
     .venv/bin/python bench/ablation.py --SET=demo --ROWS=current --SEEDS=1,2,3 --EPOCHS=30
 
 Each row of ROWS below is a set of SSL_Train.py settings; each (row, seed) trains once, embeds
-the labelled images with best.ckpt, and is scored after each post-processing in POSTPROCESS
-(`none`, `centre`: subtract the set's mean vector, `whiten`: PCA-whiten; both renormalised). The
+the labelled images with best.ckpt, and each vector it could search with (`pool`: the backbone's
+output, today's search vector; `l3+l4`: layer3 and layer4 pooled side by side; `proj`: the
+projection head's output) is scored after each post-processing in POSTPROCESS (`none`,
+`centre`: subtract the set's mean vector, `whiten`: PCA-whiten; both renormalised). The
 random-weights network of every stem in use and raw pixels are scored with the same seeds and
 post-processings. Scores: precision@10 (share of the 10 cosine neighbours in the query's class,
 over all labelled images), 5-fold kNN (k = 20) and linear-probe accuracy, and kNN accuracy with
@@ -19,6 +21,7 @@ Sets: mirabest and galaxyzoo as bench/quality.py prepares them; demo = data/samp
 data/sample/galaxy_labels.csv (300 images), which also counts edge-on neighbours of the demo query.
 """
 
+import itertools
 import subprocess
 import sys
 import time
@@ -27,20 +30,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from baselines import raw_pixel_embeddings  # noqa: E402
-from config import UserError, atomic_path, resolve_config, run_main, usage, wants_help  # noqa: E402
-from embeddings import embed_images  # noqa: E402
-from labels import match_labels, read_labels  # noqa: E402
-from metrics import cross_validate, precision_at_k  # noqa: E402
-from model import SSLModel, load_model  # noqa: E402
+from spacessl.baselines import raw_pixel_embeddings  # noqa: E402
+from spacessl.config import UserError, atomic_path, resolve_config, run_main, usage, wants_help  # noqa: E402
+from spacessl.embeddings import eval_dataset  # noqa: E402
+from spacessl.images import collate_readable  # noqa: E402
+from spacessl.labels import match_labels, read_labels  # noqa: E402
+from spacessl.metrics import cross_validate, precision_at_k  # noqa: E402
+from spacessl.model import SSLModel, load_model  # noqa: E402
 from quality import GALAXY_MERGE, prepare_galaxyzoo, prepare_mirabest  # noqa: E402
-from runs import new_output_dir  # noqa: E402
-from search import top_k  # noqa: E402
+from spacessl.runs import new_output_dir  # noqa: E402
+from spacessl.search import top_k  # noqa: E402
 
 # ---- hyperparameters --------------------------------------------------------------------------
 SET = "mirabest"                 # mirabest | galaxyzoo | demo
@@ -52,6 +58,7 @@ WARMUP_EPOCHS = 3                # learning-rate warm-up (fewer when EPOCHS is s
 POSTPROCESS = "none,centre,whiten"  # post-processings scored, comma-separated
 WHITEN_EPS = 1e-2                # whitening: added to each PCA variance, relative to the largest
 RANDOM_BASELINE = True           # also score random weights and raw pixels
+REUSE = ""                       # an earlier ablation folder: rows trained there are scored again, not retrained
 SHARED = "../shared/data"        # the read-only archive copies
 OUT_DIR = "checkpoints"          # the benchmark's run folder goes here
 NUM_WORKERS = 2                  # loader processes (this machine has 2 cores)
@@ -105,12 +112,34 @@ def postprocess(vectors: np.ndarray, kind: str, eps: float) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def score(name: str, seed: int, vectors, classes, names, cfg) -> list:
+@torch.no_grad()
+def feature_sets(model, images: Path, names: list, workers: int) -> dict:
+    """The vectors a search could use, for every image: "pool" (the backbone's pooled output,
+    what model.embed gives), "l3+l4" (layer3 and layer4 each average-pooled and L2-normalised,
+    side by side) and, for models with one, "proj" (the projection head's output)."""
+    loader = DataLoader(eval_dataset(model, images, names), batch_size=256, num_workers=workers,
+                        collate_fn=collate_readable)
+    net, out = model.backbone, {"pool": [], "l3+l4": [], "proj": []}
+    head = getattr(model.objective, "projection_head", None)
+    model.eval()
+    for batch, _ in loader:
+        x = net.maxpool(net.relu(net.bn1(net.conv1(batch))))
+        l3 = net.layer3(net.layer2(net.layer1(x)))
+        l4 = net.layer4(l3)
+        pooled = l4.mean(dim=(2, 3))
+        out["pool"].append(pooled)
+        out["l3+l4"].append(torch.cat([F.normalize(l3.mean(dim=(2, 3)), dim=1), F.normalize(pooled, dim=1)], dim=1))
+        if head is not None:
+            out["proj"].append(head(pooled))
+    return {kind: F.normalize(torch.cat(parts), dim=1).numpy() for kind, parts in out.items() if parts}
+
+
+def score(name: str, seed: int, features: dict, classes, names, cfg) -> list:
     rows = []
-    for kind in cfg["POSTPROCESS"].split(","):
+    for (feature, vectors), kind in itertools.product(features.items(), cfg["POSTPROCESS"].split(",")):
         v = postprocess(vectors, kind, cfg["WHITEN_EPS"])
         cv = cross_validate(v, classes, 5, cfg["KNN_K"], [cfg["FEW_SHOT"]], 1.0, 2000, seed)
-        row = {"row": name, "seed": seed, "post": kind,
+        row = {"row": name, "seed": seed, "feature": feature, "post": kind,
                "precision@10": precision_at_k(v, classes, cfg["PRECISION_K"]),
                "knn": float(np.mean(cv["knn_accuracy"])), "linear": float(np.mean(cv["linear_accuracy"])),
                "knn_5shot": float(np.mean(cv["few_shot"][cfg["FEW_SHOT"]]["knn"]))}
@@ -159,28 +188,31 @@ def main(argv):
                     "--AUGMENTATION=astro", f"--INPUT_SIZE={settings['input']}", f"--SEED={seed}",
                     f"--MAX_EPOCHS={cfg['EPOCHS']}", f"--WARMUP_EPOCHS={min(cfg['WARMUP_EPOCHS'], cfg['EPOCHS'] - 1)}", f"--BATCH_SIZE={cfg['BATCH_SIZE']}",
                     f"--NUM_WORKERS={cfg['NUM_WORKERS']}", *ROW_SETTINGS[name]]
+            earlier = Path(cfg["REUSE"]) / "runs" / run_name / "best.ckpt"
             start = time.perf_counter()
-            subprocess.run([sys.executable, str(ROOT / "SSL_Train.py"), *args], cwd=ROOT, check=True,
-                           stdout=subprocess.DEVNULL)
+            if cfg["REUSE"] and earlier.is_file():
+                checkpoint = earlier
+            else:
+                subprocess.run([sys.executable, str(ROOT / "SSL_Train.py"), *args], cwd=ROOT, check=True,
+                               stdout=subprocess.DEVNULL)
+                checkpoint = out / "runs" / run_name / "best.ckpt"
             minutes = (time.perf_counter() - start) / 60
-            model = load_model(out / "runs" / run_name / "best.ckpt")
+            model = load_model(checkpoint)
             stems[model.hparams.stem] = dict(model.hparams)
-            vectors, kept = embed_images(model, images, names, 256, cfg["NUM_WORKERS"], torch.device("cpu"))
-            assert kept == names, "every labelled image must embed"
+            features = feature_sets(model, images, names, cfg["NUM_WORKERS"])
             append(results, [{**r, "train_min": round(minutes, 1)}
-                             for r in score(name, seed, vectors, classes, names, cfg)])
+                             for r in score(name, seed, features, classes, names, cfg)])
     if cfg["RANDOM_BASELINE"]:
         for seed in seeds:
             for stem, hparams in stems.items():
                 torch.manual_seed(seed)
-                vectors, _ = embed_images(SSLModel(**hparams), images, names, 256, cfg["NUM_WORKERS"],
-                                          torch.device("cpu"))
-                append(results, score(f"random_{stem}", seed, vectors, classes, names, cfg))
+                features = feature_sets(SSLModel(**hparams), images, names, cfg["NUM_WORKERS"])
+                append(results, score(f"random_{stem}", seed, features, classes, names, cfg))
             pixels = raw_pixel_embeddings(images, names, hparams["in_channels"], 32, 128, seed)
-            append(results, score("raw_pixels", seed, pixels, classes, names, cfg))
+            append(results, score("raw_pixels", seed, {"pixels": pixels}, classes, names, cfg))
     table = pd.read_csv(results)
     metrics = [c for c in ("precision@10", "knn", "linear", "knn_5shot", "demo_edge_on") if c in table]
-    summary = table.groupby(["row", "post"], sort=False)[metrics].agg(["mean", "std"])
+    summary = table.groupby(["row", "feature", "post"], sort=False)[metrics].agg(["mean", "std"])
     print("\n" + summary.round(3).to_string())
 
 

@@ -28,9 +28,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
-from methods import RECIPES  # noqa: E402
-from runs import new_output_dir  # noqa: E402
+from spacessl.config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
+from spacessl.methods import RECIPES  # noqa: E402
+from spacessl.runs import new_output_dir  # noqa: E402
 
 # ---- hyperparameters --------------------------------------------------------------------------
 SHARED = "../shared/data"        # the read-only archive copies

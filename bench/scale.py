@@ -30,12 +30,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from config import resolve_config, run_main, usage, wants_help  # noqa: E402
-from embeddings import embed_images, pick_device  # noqa: E402
-from data import ArchiveData  # noqa: E402
-from images import detect_channels, find_images, loader_workers  # noqa: E402
-from index import build_index, exact_knn  # noqa: E402
-from model import SSLModel  # noqa: E402
+from spacessl.config import resolve_config, run_main, usage, wants_help  # noqa: E402
+from spacessl.embeddings import embed_images, pick_device  # noqa: E402
+from spacessl.datamodule import ArchiveData  # noqa: E402
+from spacessl.images import detect_channels, find_images, loader_workers  # noqa: E402
+from spacessl.index import build_index, exact_knn  # noqa: E402
+from spacessl.model import SSLModel  # noqa: E402
 
 # ---- hyperparameters --------------------------------------------------------------------------
 DATA_DIR = "../shared/data/galaxyzoo1_small/smallGZ1/Imagenes"  # real images: 6,664 SDSS JPEGs, 423 px

@@ -25,13 +25,13 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from baselines import random_init_embeddings, raw_pixel_embeddings  # noqa: E402
-from config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
-from embeddings import embed_images, pick_device  # noqa: E402
-from images import find_images  # noqa: E402
-from metrics import temporal_neighbour_fraction  # noqa: E402
-from model import load_model  # noqa: E402
-from runs import new_output_dir  # noqa: E402
+from spacessl.baselines import random_init_embeddings, raw_pixel_embeddings  # noqa: E402
+from spacessl.config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
+from spacessl.embeddings import embed_images, pick_device  # noqa: E402
+from spacessl.images import find_images  # noqa: E402
+from spacessl.metrics import temporal_neighbour_fraction  # noqa: E402
+from spacessl.model import load_model  # noqa: E402
+from spacessl.runs import new_output_dir  # noqa: E402
 
 # ---- hyperparameters --------------------------------------------------------------------------
 FRAMES_DIR = "../shared/data/themis_asi_gill_20140310/frames"  # THEMIS ASI raw minute files (PGM)

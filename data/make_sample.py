@@ -17,7 +17,7 @@ import pandas as pd
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from images import pgm_frames  # noqa: E402  (the repository's reader: one PGM parser)
+from spacessl.images import pgm_frames  # noqa: E402  (the repository's reader: one PGM parser)
 
 # Where the read-only archive copies live (see ../shared/data/*/SOURCE.md).
 SHARED = "../shared/data"

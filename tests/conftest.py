@@ -22,7 +22,7 @@ TINY = ["--INPUT_SIZE=32", "--BATCH_SIZE=8", "--MAX_EPOCHS=1", "--WARMUP_EPOCHS=
 
 def run_cli(module, argv):
     """Run a script's main like the command line does; returns the exit status (0 = success)."""
-    from config import run_main
+    from spacessl.config import run_main
 
     try:
         run_main(module.main, argv)

@@ -7,10 +7,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cache import CachedImages, decoded_cache
+from spacessl.cache import CachedImages, decoded_cache
 from collate import train_transform
 from conftest import GALAXIES, THEMIS, TINY, copy_images, run_cli
-from images import find_images, load_image, read_image
+from spacessl.images import find_images, load_image, read_image
 
 
 def test_cache_holds_every_readable_image_once(tmp_path, caplog):

@@ -5,8 +5,8 @@ import torch
 from conftest import GALAXIES, THEMIS
 from PIL import Image
 
-from collate import PRESETS, batch_train_transform, eval_transform, train_transform
-from images import load_image
+from collate import PRESETS, batch_train_transform, eval_transform, preset_kwargs, preset_settings, train_transform
+from spacessl.images import load_image
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -24,6 +24,17 @@ def test_allsky_keeps_grey_images_grey_and_has_no_colour_jitter():
     kwargs = PRESETS["allsky"]
     assert kwargs["cj_sat"] == 0 and kwargs["cj_hue"] == 0 and kwargs["random_gray_scale"] == 0
     assert kwargs["rr_degrees"] == 180 and kwargs["min_scale"] >= 0.3
+
+
+def test_preset_changes_for_a_trial():
+    changed = preset_settings("astro:min_scale=0.2, gaussian_blur=0")
+    assert changed["min_scale"] == 0.2 and changed["gaussian_blur"] == 0.0
+    assert {k: v for k, v in changed.items() if k not in ("min_scale", "gaussian_blur")} == \
+        {k: v for k, v in preset_settings("astro").items() if k not in ("min_scale", "gaussian_blur")}
+    assert preset_kwargs("allsky") == PRESETS["allsky"]
+    for bad in ("sky", "astro:sigmas=1", "astro:min_scale"):
+        with pytest.raises(ValueError):
+            preset_kwargs(bad)
 
 
 def test_eval_transform_is_deterministic_and_resizes_the_whole_image():

@@ -6,7 +6,7 @@ import stat
 import pytest
 from conftest import ROOT
 
-from config import UserError, atomic_path, hyperparameters, resolve_config, usage
+from spacessl.config import UserError, atomic_path, hyperparameters, resolve_config, usage
 
 DEFAULTS = {"RATE": 0.1, "EPOCHS": 3, "NAME": "run", "RESUME": False, "lower": 1, "_PRIVATE": 2,
             "TABLE": {"a": 1}}

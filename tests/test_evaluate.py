@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 
 import SSL_Evaluate
 from collate import eval_transform, train_transform
-from images import ImageFolder, collate_readable, find_images
-from model import AtomicCheckpointIO, SSLModel, load_model
+from spacessl.images import ImageFolder, collate_readable, find_images
+from spacessl.model import AtomicCheckpointIO, SSLModel, load_model
 
 
 def evaluate(run, *argv):
@@ -193,16 +193,52 @@ def test_unreadable_image_in_the_data_set_is_left_out(run, tmp_path, caplog):
     assert len(names) == 6 and "broken.jpg" not in names
 
 
-def test_above_the_exact_limit_search_uses_an_ivf_index(run, capsys):
+def test_above_the_exact_limit_search_uses_an_ivf_index(run, caplog):
     assert evaluate(run) == 0
     names = pd.read_csv(run / "embeddings" / "best__data" / "filenames.csv")["filename"].tolist()
     # 24 images, 4 IVF cells all probed: the approximate search must equal the exact one.
     argv = [f"--QUERY={names[0]}", "--TOP_K=5", "--EXACT_LIMIT=10", "--NLIST=4", "--NPROBE=4"]
-    assert evaluate(run, *argv) == 0
-    assert "searched with a ivf-flat index (recall@10 1.000" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="spacessl"):
+        assert evaluate(run, *argv) == 0
+    assert any("searched with a ivf-flat index (recall@10 1.000" in r.getMessage() for r in caplog.records)
     assert (run / "embeddings" / "best__data" / "index.faiss").is_file()
     approx = pd.read_csv(query_dirs(run)[0] / "neighbours.csv")
     assert evaluate(run, f"--QUERY={names[0]}", "--TOP_K=5") == 0
     exact = pd.read_csv(query_dirs(run)[1] / "neighbours.csv")
     assert approx["filename"].tolist() == exact["filename"].tolist()
     np.testing.assert_allclose(approx["cosine_distance"], exact["cosine_distance"], atol=1e-5)
+
+
+def test_query_skipped_as_unreadable_says_so(run, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(GALAXIES, data, ignore=lambda d, names: sorted(names)[6:])
+    (data / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    assert evaluate(run, f"--DATA_DIR={data}", "--QUERY=broken.jpg") == 2
+    err = capsys.readouterr().err
+    assert "'broken.jpg' is in" in err and "skipped when the data set was embedded" in err
+    assert err.count("\n") == 1
+
+
+def test_folder_as_query_says_so(run, tmp_path, capsys):
+    (tmp_path / "folder").mkdir()
+    assert evaluate(run, f"--QUERY={tmp_path / 'folder'}") == 2
+    assert "is a folder; give one image file" in capsys.readouterr().err
+
+
+def test_top_k_above_the_image_count_is_said(run, caplog):
+    first = sorted(p.name for p in training_data(run).iterdir())[0]
+    with caplog.at_level(logging.WARNING, logger="spacessl"):
+        assert evaluate(run, f"--QUERY={first}", "--TOP_K=100") == 0
+    assert any("--TOP_K=100 but only 23 other images" in r.getMessage() for r in caplog.records)
+    assert len(pd.read_csv(query_dirs(run)[0] / "neighbours.csv")) == 23
+
+
+def test_file_names_with_commas_can_be_queried(run, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(GALAXIES, data, ignore=lambda d, names: sorted(names)[6:])
+    first = sorted(p.name for p in data.iterdir())[0]
+    (data / first).rename(data / "a,b.jpg")
+    for query in ('"a,b.jpg"', "a\\,b.jpg"):
+        assert evaluate(run, f"--DATA_DIR={data}", f"--QUERY={query}", "--TOP_K=3") == 0
+    assert evaluate(run, f"--DATA_DIR={data}", f'--QUERY="a,b.jpg",{sorted(p.name for p in data.iterdir())[0]}') == 0
+    assert len(query_dirs(run)) == 3

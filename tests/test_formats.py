@@ -15,8 +15,8 @@ from PIL import Image
 
 import SSL_Evaluate
 import SSL_Train
-from config import UserError
-from images import BadImage, detect_channels, find_images, load_image, pgm_frames, read_image, to_unit
+from spacessl.config import UserError
+from spacessl.images import BadImage, detect_channels, find_images, load_image, pgm_frames, read_image, to_unit
 
 THEMIS_FRAMES = ROOT.parent / "shared" / "data" / "themis_asi_gill_20140310" / "frames"
 needs_shared = pytest.mark.skipif(not THEMIS_FRAMES.is_dir(), reason="../shared/data is not beside the repository")

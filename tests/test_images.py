@@ -7,8 +7,8 @@ import pytest
 from conftest import GALAXIES, THEMIS
 from PIL import Image
 
-from config import UserError
-from images import ImageFolder, collate_readable, detect_channels, find_images, load_image
+from spacessl.config import UserError
+from spacessl.images import ImageFolder, collate_readable, detect_channels, find_images, load_image
 
 
 def save(path, img):

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from index import build_index, cached_index, exact_knn, search
+from spacessl.index import build_index, cached_index, exact_knn, search
 
 
 def clustered(n=3000, dim=32, clusters=30, seed=0):

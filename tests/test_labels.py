@@ -4,8 +4,8 @@ import logging
 
 import pytest
 
-from config import UserError
-from labels import match_labels, read_labels
+from spacessl.config import UserError
+from spacessl.labels import match_labels, read_labels
 
 OATH = """# OATH classifications (comment header as in the original file)
 # columns: class2, class6, picNum, picType, rotAng

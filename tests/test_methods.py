@@ -9,8 +9,8 @@ from conftest import GALAXIES, TINY, copy_images, run_cli
 
 import SSL_Evaluate
 import SSL_Train
-from methods import RECIPES
-from model import SSLModel, load_model
+from spacessl.methods import RECIPES
+from spacessl.model import SSLModel, load_model
 
 # A ViT small enough for the CPU: 32 px images in 8 px patches = 16 tokens.
 VIT = ["--BACKBONE=vit_tiny", "--PATCH_SIZE=8", "--DECODER_DIM=32", "--DECODER_LAYERS=1"]

@@ -5,8 +5,8 @@ import logging
 import numpy as np
 import pytest
 
-from config import UserError
-from metrics import (cross_validate, knn_accuracy, mean_std, per_class_sample, precision_at_k,
+from spacessl.config import UserError
+from spacessl.metrics import (cross_validate, knn_accuracy, knn_predict, mean_std, per_class_sample, precision_at_k,
                      temporal_neighbour_fraction, usable_folds)
 
 
@@ -33,7 +33,7 @@ def test_precision_at_k_is_exact():
 
 
 def test_precision_at_k_over_several_chunks(monkeypatch):
-    import search
+    from spacessl import search
 
     rng = np.random.default_rng(0)
     vectors = unit(rng.normal(size=(50, 8)))
@@ -53,6 +53,15 @@ def test_knn_vote_on_known_neighbours():
     queries = angles(3, 40, 60, 97)  # 40 is nearest 10, 5, 0; 60 nearest 90, 95, 100
     assert knn_accuracy(bank, bank_labels, queries, np.array(list("aabb")), k=3) == 1.0
     assert knn_accuracy(bank, bank_labels, queries, np.array(list("abab")), k=3) == 0.5
+
+
+def test_knn_tie_goes_to_the_nearest_class_whatever_its_name():
+    bank = angles(0, 12, 33, 45)   # from a query at 20: 8 degrees to row 1, 13 to row 2, 20, 25
+    query = angles(20)
+    for names in (["z", "a", "z", "a"], ["a", "z", "a", "z"], [1, 0, 1, 0], [0, 1, 0, 1]):
+        labels = np.array(names)
+        # k=4: two votes each, so the class of the nearest row (row 1) wins, however it is named.
+        assert knn_predict(bank, labels, query, k=4).tolist() == [names[1]]
 
 
 def separable(n_per_class=12, seed=0):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from config import UserError
-from search import all_nearest, mean_query, top_k
+from spacessl.config import UserError
+from spacessl.search import all_nearest, mean_query, top_k
 
 
 def unit(*rows):
@@ -58,7 +58,7 @@ def test_opposite_queries_cancel_with_a_clear_error():
 
 
 def test_all_nearest_lists_each_rows_neighbours_in_order(monkeypatch):
-    import search
+    from spacessl import search
 
     monkeypatch.setattr(search, "ALL_PAIRS_CHUNK", 4)  # several blocks
     rows, sims = all_nearest(VECTORS, k=3)

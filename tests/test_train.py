@@ -37,7 +37,17 @@ def test_one_epoch_writes_checkpoints_config_and_logs(trained_run):
 
 def test_grey_images_train_a_one_channel_model(tmp_path):
     copy_images(THEMIS, tmp_path / "themis", 12)
-    assert train(tmp_path / "themis", tmp_path / "runs", "--RUN_NAME=grey", "--AUGMENTATION=allsky") == 0
+    lightning = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    lightning.addHandler(handler)
+    try:
+        assert train(tmp_path / "themis", tmp_path / "runs", "--RUN_NAME=grey", "--AUGMENTATION=allsky") == 0
+    finally:
+        lightning.removeHandler(handler)
+    # Lightning's own messages still come through; its advertisement does not.
+    assert any(m.startswith("GPU available") for m in seen) and not any("Tip:" in m for m in seen)
     ckpt = torch.load(tmp_path / "runs" / "grey" / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["in_channels"] == 1
     assert ckpt["state_dict"]["backbone.conv1.weight"].shape[1] == 1
@@ -92,6 +102,9 @@ def test_corrupt_and_mixed_images_train_with_a_warning(tmp_path, caplog):
     (["--BATCH_SIZE=many"], "--BATCH_SIZE=many: expected a whole number"),
     (["--BATCH_SIZ=8"], "unknown hyperparameter --BATCH_SIZ; did you mean BATCH_SIZE"),
     (["--AUGMENTATION=colour"], "choose one of allsky, astro, natural"),
+    (["--AUGMENTATION=astro:blur=1"], "augmentation change 'blur=1': give name=number"),
+    (["--AUGMENTATION=astro:min_scale=big"], "'big' is not a number"),
+    (["--STEM=cifar"], "choose one of standard, nopool"),
     (["--WARMUP_EPOCHS=5", "--MAX_EPOCHS=5"], "below MAX_EPOCHS=5"),
 ])
 def test_bad_arguments_give_one_line_errors(tmp_path, capsys, argv, message):

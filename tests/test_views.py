@@ -13,10 +13,10 @@ from PIL import Image
 import SSL_Anomalies
 import SSL_Evaluate
 import SSL_Map
-from config import UserError
-from explain import similarity_cams
-from maps import draw_mosaic, latest_map, project
-from model import load_model
+from spacessl.config import UserError
+from spacessl.explain import similarity_cams
+from spacessl.maps import draw_mosaic, latest_map, project
+from spacessl.model import load_model
 
 LABELS = SAMPLE / "galaxy_labels.csv"
 
@@ -69,15 +69,26 @@ def test_mosaic_places_each_image_at_its_cell(tmp_path):
     colours = {"red.png": (255, 0, 0), "green.png": (0, 255, 0), "blue.png": (0, 0, 255), "late.png": (9, 9, 9)}
     for name, colour in colours.items():
         Image.new("RGB", (8, 8), colour).save(tmp_path / name)
-    coords = np.array([[0, 0], [1, 1], [0, 1], [0.01, 0.02]])  # late.png shares red's cell
+    coords = np.array([[0, 0], [1, 1], [0, 1], [0.01, 0.02]])  # late.png wants red's cell too
     drawn = draw_mosaic(coords, tmp_path, list(colours), 3, 40, 10, tmp_path / "mosaic.png")
-    assert drawn == 3
+    assert drawn == 4  # 4 images: a 2 x 2 grid of 20 px cells, every image shown
     mosaic = np.asarray(Image.open(tmp_path / "mosaic.png"))
     assert mosaic.shape == (40, 40, 3)
     assert mosaic[35, 5].tolist() == [255, 0, 0]    # (0, 0): bottom left
     assert mosaic[5, 35].tolist() == [0, 255, 0]    # (1, 1): top right
     assert mosaic[5, 5].tolist() == [0, 0, 255]     # (0, 1): top left
-    assert mosaic[35, 35].tolist() == [0, 0, 0]     # (1, 0): empty
+    assert mosaic[35, 35].tolist() == [9, 9, 9]     # (1, 0): the free cell nearest late.png
+
+
+def test_mosaic_of_a_clumped_map_fills_its_grid(tmp_path):
+    names = [f"{i}.png" for i in range(30)]
+    for i, name in enumerate(names):
+        Image.new("L", (4, 4), 100 + i).save(tmp_path / name)
+    coords = np.concatenate([np.random.default_rng(0).normal(0, 0.01, (29, 2)), [[1, 1]]])  # one clump + one
+    assert draw_mosaic(coords, tmp_path, names, 1, 600, 10, tmp_path / "mosaic.png") == 30
+    mosaic = np.asarray(Image.open(tmp_path / "mosaic.png"))
+    assert (mosaic.reshape(-1, 3).max(axis=1) == 0).mean() < 0.2  # 30 of 36 cells hold an image
+    assert draw_mosaic(coords, tmp_path, names, 1, 40, 10, tmp_path / "small.png") == 16  # a 4 x 4 sample
 
 
 def test_map_command_writes_coordinates_map_and_mosaic(run):

@@ -17,6 +17,7 @@ or one with a band count the model does not take, is skipped with a warning nami
 
 import functools
 import gzip
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -28,7 +29,7 @@ from astropy.visualization import AsinhStretch, AsymmetricPercentileInterval, Li
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
-from config import UserError
+from .config import UserError
 
 log = logging.getLogger("spacessl")
 
@@ -117,6 +118,15 @@ def split_frame(path):
 def source_file(root, name) -> Path:
     """The file on disk that holds image `name` of the folder `root`."""
     return split_frame(Path(root) / name)[0]
+
+
+def data_digest(root, files) -> str:
+    """Changes when an image is added, removed, replaced or touched (name, size, mtime)."""
+    digest = hashlib.sha256()
+    for name in files:
+        stat = source_file(root, name).stat()
+        digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 @functools.lru_cache(maxsize=FRAME_FILES_KEPT)
@@ -257,7 +267,18 @@ def read_image(path, channels: int, stretch: str = "auto"):
     Grey images fed to a 3-channel model are copied into R, G and B; colour images fed to a
     1-channel model become luma (ITU-R 601, PIL's convert("L")).
     """
-    stored = read_stored(path)
+    return from_stored(read_stored(path), channels, stretch)
+
+
+def from_stored(stored, channels: int, stretch: str = "auto"):
+    """read_image's result for an image already in memory: a PIL picture, or an array of 2-D
+    (H x W) or 3-D (bands x H x W) stored numbers."""
+    if isinstance(stored, Image.Image):
+        if stored.mode not in ("L", "RGB"):
+            stored = np.asarray(stored)[None] if stored.mode in HIGH_DEPTH_MODES else \
+                stored.convert("L" if stored.mode in GREY_MODES else "RGB")
+    else:
+        stored = as_bands(np.asarray(stored))
     if isinstance(stored, Image.Image):
         if stretch in ("auto", "none") and channels in (1, 3):
             return stored.convert("L" if channels == 1 else "RGB")

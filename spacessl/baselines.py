@@ -5,10 +5,10 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
-from config import UserError
-from embeddings import embed_images
-from images import as_tensor, read_image, resize_unit
-from model import SSLModel
+from .config import UserError
+from .embeddings import embed_images
+from .images import as_tensor, read_image, resize_unit
+from .model import SSLModel
 
 
 def random_init_embeddings(hparams: dict, root, files: list, seed: int, batch_size: int,

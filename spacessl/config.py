@@ -16,6 +16,7 @@ from pathlib import Path
 TRUE_WORDS = {"true", "1", "yes", "on"}
 FALSE_WORDS = {"false", "0", "no", "off"}
 SCALAR_TYPES = (bool, int, float, str)
+LIGHTNING_TIP = "\N{ELECTRIC LIGHT BULB} Tip:"
 
 
 class UserError(Exception):
@@ -120,10 +121,16 @@ def write_json(path: Path, data) -> None:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def not_a_lightning_tip(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(LIGHTNING_TIP)
+
+
 def run_main(main, argv=None) -> None:
     """Run a script's main(argv) with progress messages (INFO) and warnings on stderr; a UserError
     ends it with one line on stderr and exit status 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    # Lightning advertises a cloud logger on every Trainer; nothing a user of these scripts can act on.
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(not_a_lightning_tip)
     try:
         main(sys.argv[1:] if argv is None else argv)
     except UserError as err:

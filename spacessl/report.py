@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from config import atomic_path
+from .config import atomic_path
 
 STYLE = """
 body { background: #111; color: #ddd; font: 14px/1.4 system-ui, sans-serif; margin: 24px; }

@@ -9,8 +9,8 @@ of labelled validation images whose cosine k-nearest bank images vote for the ri
 import numpy as np
 import pytorch_lightning as pl
 
-from embeddings import embed_images
-from metrics import knn_accuracy
+from .embeddings import embed_images
+from .metrics import knn_accuracy
 
 
 class KNNMonitor(pl.Callback):

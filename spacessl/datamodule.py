@@ -13,9 +13,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from cache import CachedImages, decoded_cache
+from .cache import CachedImages, decoded_cache
 from collate import batch_train_transform, train_transform
-from images import ImageFolder, collate_readable
+from .images import ImageFolder, collate_readable
 
 
 class ArchiveData(pl.LightningDataModule):

@@ -18,7 +18,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from config import atomic_path, write_json
+from .config import atomic_path, write_json
 
 log = logging.getLogger("spacessl")
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from config import UserError
-from embeddings import cached_embeddings, pick_device
-from images import find_images, loader_workers
-from model import SSLModel, load_model
+from .config import UserError
+from .embeddings import cached_embeddings, pick_device
+from .images import find_images, loader_workers
+from .model import SSLModel, load_model
 
 
 def checkpoint_path(run: str, checkpoint: str) -> Path:
@@ -58,6 +58,7 @@ class OpenRun:
     device: torch.device
     workers: int
     cache_dir: Path      # where the embeddings (and a search index) are cached
+    skipped: list        # images of data_dir left out as unreadable
 
 
 def open_run(cfg: dict) -> OpenRun:
@@ -77,4 +78,5 @@ def open_run(cfg: dict) -> OpenRun:
     vectors, names = cached_embeddings(model, ckpt, data_dir, files, cache_dir, cfg["BATCH_SIZE"],
                                        workers, device)
     print(f"embeddings: {cache_dir / 'embeddings.npy'} ({vectors.shape[0]} x {vectors.shape[1]})")
-    return OpenRun(ckpt, model, run_dir, data_dir, vectors, names, device, workers, cache_dir)
+    skipped = sorted(set(files) - set(names))
+    return OpenRun(ckpt, model, run_dir, data_dir, vectors, names, device, workers, cache_dir, skipped)

@@ -21,8 +21,8 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchvision.models.vision_transformer import VisionTransformer
 
-from config import UserError, atomic_path
-from methods import ADAMW_BETA2, OBJECTIVES, RECIPES, peak_lr
+from .config import UserError, atomic_path
+from .methods import ADAMW_BETA2, OBJECTIVES, RECIPES, peak_lr
 
 RESNETS = {
     "resnet18": torchvision.models.resnet18,

@@ -1,13 +1,16 @@
 """2-D maps of an embedding space: UMAP or t-SNE coordinates, a scatter plot coloured by class,
 and a thumbnail mosaic (each image drawn at its place on the map)."""
 
+import math
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
+from scipy.optimize import linear_sum_assignment
 
-from config import UserError, atomic_path
-from images import load_image
+from .config import UserError, atomic_path
+from .images import load_image
 
 METHODS = ("umap", "tsne")
 # Library defaults (umap-learn: n_neighbors 15, min_dist 0.1; scikit-learn t-SNE: perplexity 30),
@@ -78,24 +81,31 @@ def draw_scatter(coords: np.ndarray, labels, highlight: dict, title: str, out) -
         fig.savefig(tmp, format="png", dpi=SCATTER_DPI)
 
 
-def draw_mosaic(coords: np.ndarray, root, files: list, channels: int, canvas_px: int, thumb_px: int, out) -> int:
-    """Thumbnails at their map positions, snapped to a grid of thumb_px cells with at most one
-    image per cell (the one nearest the cell's centre), so none hides another. Returns the
-    number of images drawn."""
-    cells = canvas_px // thumb_px
-    position = unit_square(coords) * (cells - 1)
-    cell = np.rint(position).astype(int)
-    offset = np.linalg.norm(position - cell, axis=1)
-    chosen = {}
-    for i in np.argsort(offset, kind="stable"):
-        chosen.setdefault((cell[i, 0], cell[i, 1]), i)
-    canvas = Image.new("RGB", (cells * thumb_px, cells * thumb_px), "black")  # sky images: dark
-    for (cx, cy), i in chosen.items():
-        thumb = load_image(f"{root}/{files[i]}", channels).convert("RGB").resize((thumb_px, thumb_px))
-        canvas.paste(thumb, (cx * thumb_px, (cells - 1 - cy) * thumb_px))  # y grows upwards on a map
+def draw_mosaic(coords: np.ndarray, root, files: list, channels: int, canvas_px: int, thumb_px: int, out,
+                seed: int = 0) -> int:
+    """Thumbnails on a square grid laid over the map: as few cells as hold every image (at most
+    canvas_px // thumb_px a side; thumbnails grow to fill the canvas), each image in its own cell,
+    assigned so the summed squared distance from map position to cell is least (the Hungarian
+    method, scipy's linear_sum_assignment): nearby images stay nearby and no cell is left black
+    while images are missing. An archive larger than the grid is shown by a seeded random sample.
+    Returns the number of images drawn."""
+    cells = max(1, min(canvas_px // thumb_px, math.ceil(math.sqrt(len(files)))))
+    side = canvas_px // cells
+    shown = np.arange(len(files))
+    if len(files) > cells * cells:
+        shown = np.sort(np.random.default_rng(seed).choice(len(files), size=cells * cells, replace=False))
+    position = unit_square(coords[shown]) * (cells - 1)
+    grid = np.stack(np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij"), axis=-1).reshape(-1, 2)
+    cost = ((position[:, None, :] - grid[None, :, :]) ** 2).sum(axis=-1)
+    rows, chosen_cells = linear_sum_assignment(cost)
+    canvas = Image.new("RGB", (cells * side, cells * side), "black")  # sky images: dark
+    for i, c in zip(shown[rows], chosen_cells):
+        cx, cy = grid[c]
+        thumb = load_image(f"{root}/{files[i]}", channels).convert("RGB").resize((side, side))
+        canvas.paste(thumb, (int(cx) * side, (cells - 1 - int(cy)) * side))  # y grows upwards on a map
     with atomic_path(out) as tmp:
         canvas.save(tmp, format="PNG")
-    return len(chosen)
+    return len(rows)
 
 
 def save_map(out_dir, coords: np.ndarray, names: list, labels, title: str) -> None:

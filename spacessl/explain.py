@@ -14,8 +14,8 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
-from collate import eval_transform
-from images import read_image, to_picture
+from .embeddings import model_view
+from .images import read_image, to_picture
 
 CAM_LAYERS = ("layer1", "layer2", "layer3", "layer4")
 OVERLAY_ALPHA = 0.45  # weight of the heat map over the image
@@ -24,8 +24,7 @@ OVERLAY_ALPHA = 0.45  # weight of the heat map over the image
 def similarity_cams(model, image_a, image_b, layer: str):
     """(cosine similarity, map for a, map for b); each map in [0, 1] at the model's input size.
     The images are as images.read_image gives them."""
-    hp = model.hparams
-    transform = eval_transform(hp.input_size, hp.in_channels)
+    transform = model_view(model)
     batch = torch.stack([transform(image_a), transform(image_b)]).to(model.device)
     captured = {}
 
@@ -50,7 +49,7 @@ def similarity_cams(model, image_a, image_b, layer: str):
     maps, grads = captured["maps"].detach(), captured["maps"].grad
     weights = grads.mean(dim=(2, 3), keepdim=True)
     cams = torch.relu((weights * maps).sum(dim=1, keepdim=True))
-    cams = torch.nn.functional.interpolate(cams, size=(hp.input_size, hp.input_size), mode="bilinear",
+    cams = torch.nn.functional.interpolate(cams, size=batch.shape[-2:], mode="bilinear",
                                            align_corners=False)[:, 0]
     peak = cams.flatten(1).max(dim=1).values.clamp_min(torch.finfo(cams.dtype).tiny)
     cams = (cams / peak[:, None, None]).cpu().numpy()

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from config import UserError
+from .config import UserError
 
 
 def mean_query(vectors: np.ndarray) -> np.ndarray:
@@ -39,20 +39,28 @@ def top_k(embeddings: np.ndarray, query: np.ndarray, k: int, exclude=()):
 ALL_PAIRS_CHUNK = 1024  # query rows per block of the similarity matrix (memory: chunk x n floats)
 
 
-def all_nearest(vectors: np.ndarray, k: int):
-    """For every row, the indices and cosine similarities of its k nearest other rows, nearest
-    first (ties by index). Exact, in blocks of rows: O(n^2) time, O(chunk x n) memory."""
-    n = len(vectors)
-    k = min(k, n - 1)
-    indices = np.empty((n, k), dtype=np.int64)
-    similarities = np.empty((n, k), dtype=np.float64)
-    for start in range(0, n, ALL_PAIRS_CHUNK):
-        stop = min(start + ALL_PAIRS_CHUNK, n)
-        block = np.asarray(vectors[start:stop] @ vectors.T, dtype=np.float64)
-        block[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # not its own neighbour
+def nearest_rows(bank: np.ndarray, queries: np.ndarray, k: int, self_offset=None):
+    """For each query row, the indices and cosine similarities of its k nearest rows of `bank`,
+    nearest first (ties by index). With self_offset=s, query i is row s + i of the bank and never
+    its own neighbour. Exact, in blocks of queries: O(chunk x n) memory."""
+    n = len(bank)
+    k = min(k, n - (self_offset is not None))
+    indices = np.empty((len(queries), k), dtype=np.int64)
+    similarities = np.empty((len(queries), k), dtype=np.float64)
+    for start in range(0, len(queries), ALL_PAIRS_CHUNK):
+        stop = min(start + ALL_PAIRS_CHUNK, len(queries))
+        block = np.asarray(queries[start:stop] @ bank.T, dtype=np.float64)
+        if self_offset is not None:
+            block[np.arange(stop - start), np.arange(start, stop) + self_offset] = -np.inf
         best = np.argpartition(-block, k - 1, axis=1)[:, :k]
         best_sim = np.take_along_axis(block, best, axis=1)
         order = np.lexsort((best, -best_sim), axis=1)
         indices[start:stop] = np.take_along_axis(best, order, axis=1)
         similarities[start:stop] = np.take_along_axis(best_sim, order, axis=1)
     return indices, similarities
+
+
+def all_nearest(vectors: np.ndarray, k: int):
+    """For every row, the indices and cosine similarities of its k nearest other rows, nearest
+    first (ties by index). Exact, in blocks of rows: O(n^2) time, O(chunk x n) memory."""
+    return nearest_rows(vectors, vectors, k, self_offset=0)

@@ -15,12 +15,11 @@ import logging
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
-from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from config import UserError
-from search import all_nearest
+from .config import UserError
+from .search import all_nearest, nearest_rows
 
 log = logging.getLogger("spacessl")
 
@@ -45,8 +44,23 @@ def temporal_neighbour_fraction(vectors: np.ndarray, max_gap: int = 1) -> float:
     return float((np.abs(nearest[:, 0] - np.arange(len(vectors))) <= max_gap).mean())
 
 
-def knn_classifier(k: int) -> KNeighborsClassifier:
-    return KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute")
+def knn_predict(bank, bank_labels, queries, k: int) -> np.ndarray:
+    """Cosine kNN vote of the bank's labels (k capped at the bank's size). A tie goes to the tied
+    class whose member is nearest, so the answer never depends on how the classes are named or
+    numbered (scikit-learn's vote picks the first class in sorted order)."""
+    bank_labels = np.asarray(bank_labels)
+    nearest, _ = nearest_rows(unit_rows(bank), unit_rows(queries), min(k, len(bank)))
+    votes = bank_labels[nearest]
+    predicted = []
+    for row in votes:
+        _, first, counts = np.unique(row, return_index=True, return_counts=True)
+        predicted.append(row[first[counts == counts.max()].min()])
+    return np.array(predicted, dtype=bank_labels.dtype)
+
+
+def unit_rows(vectors) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float64)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), np.finfo(np.float64).tiny)
 
 
 def linear_probe(c: float, max_iter: int):
@@ -55,8 +69,7 @@ def linear_probe(c: float, max_iter: int):
 
 def knn_accuracy(bank, bank_labels, queries, query_labels, k: int) -> float:
     """Accuracy of a cosine kNN vote of the bank's labels (k capped at the bank's size)."""
-    predicted = knn_classifier(min(k, len(bank))).fit(bank, bank_labels).predict(queries)
-    return float(np.mean(predicted == query_labels))
+    return float(np.mean(knn_predict(bank, bank_labels, queries, k) == query_labels))
 
 
 def usable_folds(labels: np.ndarray, folds: int) -> int:

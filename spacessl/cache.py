@@ -19,9 +19,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from config import atomic_path, write_json
-from embeddings import data_digest
-from images import UNREADABLE_ERRORS, picture_bands, read_image, resize_unit
+from .config import atomic_path, write_json
+from .images import UNREADABLE_ERRORS, data_digest, picture_bands, read_image, resize_unit
 
 log = logging.getLogger("spacessl")
 

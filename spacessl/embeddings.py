@@ -21,8 +21,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from collate import eval_transform
-from config import UserError, atomic_path, write_json
-from images import ImageFolder, collate_readable, source_file
+from .config import UserError, atomic_path, write_json
+from .images import UNREADABLE_ERRORS, ImageFolder, collate_readable, data_digest, from_stored, read_image
 
 log = logging.getLogger("spacessl")
 
@@ -38,15 +38,6 @@ def checkpoint_digest(path) -> str:
     return digest.hexdigest()
 
 
-def data_digest(root, files) -> str:
-    """Changes when an image is added, removed, replaced or touched (name, size, mtime)."""
-    digest = hashlib.sha256()
-    for name in files:
-        stat = source_file(root, name).stat()
-        digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
 def pick_device(requested: str) -> torch.device:
     """The torch device for a DEVICE setting: auto (a GPU if there is one), cpu or cuda."""
     if requested not in ("auto", "cpu", "cuda"):
@@ -58,10 +49,33 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def model_view(model):
+    """How a model sees an image at evaluation: the one transform (collate.eval_transform at its
+    input size and channels) that the data set, query files, notebook arrays and Grad-CAM all use."""
+    return eval_transform(model.hparams.input_size, model.hparams.in_channels)
+
+
 def eval_dataset(model, root, files) -> ImageFolder:
     """The images as the model sees them at evaluation: its channels, stretch and input size."""
     hp = model.hparams
-    return ImageFolder(root, files, hp.in_channels, eval_transform(hp.input_size, hp.in_channels), hp.stretch)
+    return ImageFolder(root, files, hp.in_channels, model_view(model), hp.stretch)
+
+
+def embed_image(model, image, device) -> np.ndarray:
+    """The unit embedding of one image: a file path, or an image in memory (a PIL picture or an
+    array of H x W or bands x H x W stored numbers), read with the model's channels and stretch.
+    Raises UserError for an image that cannot be used."""
+    hp = model.hparams
+    try:
+        if isinstance(image, (str, os.PathLike)):
+            image = read_image(image, hp.in_channels, hp.stretch)
+        else:
+            image = from_stored(image, hp.in_channels, hp.stretch)
+    except UNREADABLE_ERRORS as err:
+        raise UserError(f"query image {image if isinstance(image, (str, os.PathLike)) else 'array'} "
+                        f"could not be read ({err})") from None
+    batch = model_view(model)(image).unsqueeze(0).to(device)
+    return model.to(device).embed(batch)[0].cpu().numpy()
 
 
 def embed_images(model, root, files, batch_size: int, num_workers: int, device: torch.device, out_path=None):

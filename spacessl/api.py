@@ -1,0 +1,90 @@
+"""The notebook API: the same code as SSL_Evaluate.py, returning tables and figures.
+
+    from spacessl.api import open_run
+    run = open_run("checkpoints/demo-20261127-120000")   # embeds the training images once (cached)
+    table = run.search("587722983360102542.jpg", k=10)    # a pandas DataFrame: rank, filename, cosine_distance
+    run.show(table)                                       # the neighbour grid, drawn inline in Jupyter
+    run.search(["a.png", "b.png"]); run.search(np.load("frame.npy")); run.search(Image.open("new.png"))
+
+Run it from the repository root (or put the root on sys.path): the model reads collate.py there.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .embeddings import embed_image
+from .queries import grid_figure, neighbour_panels, neighbours, resolve_query
+from .runs import OpenRun
+from .runs import open_run as open_cached_run
+from .search import mean_query
+
+GRID_COLUMNS = 6    # panels per row of Run.show's grid
+PANEL_INCHES = 2.2  # width of one panel
+
+
+@dataclass
+class Run:
+    """A trained run with the embeddings of its image folder; see the module docstring."""
+    opened: OpenRun
+
+    @property
+    def names(self) -> list:
+        """Image files (relative to data_dir), in the order of the rows of `vectors`."""
+        return self.opened.names
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """(n images, width) unit embeddings: inner products are cosine similarities."""
+        return self.opened.vectors
+
+    @property
+    def data_dir(self) -> Path:
+        return self.opened.data_dir
+
+    def embeddings(self) -> pd.DataFrame:
+        """The embeddings as a table, one row per image, indexed by file name."""
+        return pd.DataFrame(np.asarray(self.vectors), index=pd.Index(self.names, name="filename"))
+
+    def embed(self, image) -> np.ndarray:
+        """The unit embedding of a file path, a PIL image or an array (H x W or bands x H x W)."""
+        return embed_image(self.opened.model, image, self.opened.device)
+
+    def search(self, query, k: int = 10) -> pd.DataFrame:
+        """The k images nearest to `query`: a file name in the data set (or a path), a list of them
+        (searched by the mean of their embeddings), a PIL image or an array. The query images
+        themselves are never returned."""
+        run = self.opened
+        index_of = {name: i for i, name in enumerate(run.names)}
+        rows, vectors, files = [], [], []
+        for item in query if isinstance(query, (list, tuple)) else [query]:
+            found = resolve_query(str(item), run.data_dir, index_of, run.skipped) \
+                if isinstance(item, (str, Path)) else item
+            if isinstance(found, int):
+                rows.append(found)
+                vectors.append(run.vectors[found])
+                files.append(run.data_dir / run.names[found])
+            else:
+                vectors.append(self.embed(found))
+                files += [found] if isinstance(found, Path) else []
+        table = neighbours(run, mean_query(np.stack(vectors)), k, rows)
+        table.attrs["query_files"] = files  # for show()
+        return table
+
+    def show(self, table: pd.DataFrame, columns: int = GRID_COLUMNS) -> Figure:
+        """The query (when it was a file) and its neighbours as a grid; a Jupyter cell shows it."""
+        return grid_figure(neighbour_panels(table.attrs.get("query_files", []), self.data_dir, table), self.opened.model.hparams.in_channels,
+                           columns, PANEL_INCHES)
+
+
+def open_run(run: str, checkpoint: str = "best", data_dir: str = "", device: str = "auto",
+             batch_size: int = 256, num_workers: int = 0) -> Run:
+    """Open a run folder written by SSL_Train.py (as SSL_Evaluate.py's RUN, CHECKPOINT, DATA_DIR,
+    DEVICE): loads the checkpoint and embeds data_dir (default: the training images), or reuses
+    the cached embeddings."""
+    return Run(open_cached_run({"RUN": str(run), "CHECKPOINT": checkpoint, "DATA_DIR": str(data_dir),
+                                "DEVICE": device, "BATCH_SIZE": batch_size, "NUM_WORKERS": num_workers}))
+

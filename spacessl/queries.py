@@ -1,0 +1,124 @@
+"""From what a user typed to a table of neighbours: query names, the search itself and the grid
+picture. SSL_Evaluate.py and the notebook API (api.py) both use these, so a query means the
+same thing in both."""
+
+import csv
+import difflib
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .config import UserError
+from .images import UNREADABLE_ERRORS, load_image, read_image
+from .index import cached_index, on_gpus_if_available
+from .index import search as index_search
+from .search import top_k
+
+log = logging.getLogger("spacessl")
+
+CLOSE_NAMES = 5     # suggestions shown for a query name that is not in the data set
+TITLE_INCHES = 0.4  # height added to each grid panel for its two-line title
+INDEX_SEED = 0      # seeds the IVF index's k-means sample and recall queries
+
+
+def split_queries(text: str) -> list:
+    """Comma-separated query names; a name holding a comma is written in double quotes
+    ("a,b.png") or with the comma escaped (a\\,b.png)."""
+    try:
+        fields = next(csv.reader([text], escapechar="\\", skipinitialspace=True, strict=True), [])
+    except csv.Error as err:
+        raise UserError(f"--QUERY={text}: cannot split it into names ({err}); quote a name that holds "
+                        f"a comma (\"a,b.png\") or escape the comma (a\\,b.png)") from None
+    return [field.strip() for field in fields if field.strip()]
+
+
+def resolve_query(token: str, data_dir: Path, index_of: dict, skipped=()):
+    """Row index of an embedded image, or the Path of an image to embed on the fly. `skipped`:
+    names in the data folder that were left out of the embeddings as unreadable."""
+    if token in index_of:
+        return index_of[token]
+    path = Path(token).expanduser()  # the shell leaves "~" alone inside --QUERY=~/...
+    if path.is_dir() or (not path.is_absolute() and (data_dir / token).is_dir()):
+        raise UserError(f"query {token!r} is a folder; give one image file (several: join them with \",\")")
+    inside = token
+    if path.is_file():
+        try:
+            inside = path.resolve().relative_to(data_dir.resolve()).as_posix()
+        except ValueError:
+            inside = None
+    if inside in skipped or token in skipped:
+        name = inside if inside in skipped else token
+        raise UserError(f"query {name!r} is in {data_dir} but was skipped when the data set was embedded: "
+                        f"it could not be read ({unreadable_reason(data_dir / name)}); fix or replace the file")
+    if path.is_file():
+        return index_of.get(inside, path)
+    matches = [name for name in index_of if token in (name.rsplit("/", 1)[-1], Path(name).stem)]
+    if len(matches) == 1:
+        return index_of[matches[0]]
+    if len(matches) > 1:
+        raise UserError(f"query {token!r} matches {len(matches)} images ({', '.join(matches[:CLOSE_NAMES])}"
+                        f"{', ...' if len(matches) > CLOSE_NAMES else ''}); give its path relative to {data_dir}")
+    base_names = {name.rsplit("/", 1)[-1]: name for name in index_of}
+    close = difflib.get_close_matches(token, list(base_names), n=CLOSE_NAMES)
+    hint = f"; closest names: {', '.join(base_names[c] for c in close)}" if close else ""
+    raise UserError(f"query {token!r} is neither one of the {len(index_of)} images in {data_dir} "
+                    f"nor an existing file{hint}")
+
+
+def unreadable_reason(path: Path) -> str:
+    try:
+        read_image(path, 3)
+    except UNREADABLE_ERRORS as err:
+        return str(err)
+    return "it reads now; the embeddings will include it once rebuilt"
+
+
+def neighbours(run, query: np.ndarray, k: int, exclude=(), exact_limit: int = 200000, nlist: int = 0,
+               nprobe: int = 64, encoding: str = "flat") -> pd.DataFrame:
+    """The k images of an opened run (runs.OpenRun) nearest to a unit query vector, as a table of
+    rank, filename, cosine_distance: exact search up to exact_limit images, beyond it the run's
+    FAISS index (built once and cached). Asking for more than there are gives all, with a warning."""
+    available = len(run.names) - len(set(exclude))
+    if k > available:
+        log.warning("--TOP_K=%d but only %d other images are embedded: returning all %d", k, available, available)
+    if len(run.names) <= exact_limit:
+        rows, distances = top_k(run.vectors, query, k, exclude=exclude)
+    else:
+        source = json.loads((run.cache_dir / "meta.json").read_text())
+        index, info = cached_index(run.vectors, run.cache_dir, source, exact_limit, nlist, nprobe, encoding,
+                                   INDEX_SEED)
+        log.info("searched with a %s index (recall@10 %.3f against exact search)", info["type"],
+                 info["recall_at_10"])
+        rows, distances = index_search(on_gpus_if_available(index), query, min(k, available), exclude=exclude)
+    return pd.DataFrame({"rank": range(1, len(rows) + 1), "filename": [run.names[i] for i in rows],
+                         "cosine_distance": np.round(distances, 6)})
+
+
+def short(name: str, width: int = 24) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def grid_figure(panels: list, channels: int, columns: int, inches: float) -> Figure:
+    """panels: (image path, title) pairs, query first; no pyplot, so no GUI backend is needed."""
+    columns = min(columns, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    fig = Figure(figsize=(columns * inches, rows * (inches + TITLE_INCHES)))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (path, title) in zip(axes.flat, panels):
+        ax.imshow(load_image(path, channels), cmap="gray" if channels == 1 else None)
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def neighbour_panels(query_paths: list, data_dir: Path, table: pd.DataFrame) -> list:
+    panels = [(path, f"query\n{short(Path(path).name)}") for path in query_paths]
+    return panels + [(data_dir / name, f"#{rank}  d={dist:.3f}\n{short(Path(name).name)}")
+                     for rank, name, dist in table.itertuples(index=False)]
