@@ -16,17 +16,18 @@ its nearest neighbour) and config.json. Exact search: O(n^2) time, fine up to ~1
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from spacessl.config import (atomic_path, format_config, require, resolve_config, run_main, usage, wants_help,
-                    write_json)
+from spacessl.config import (atomic_path, format_config, require, resolve_config, run_main, usage, wants_help)
 from spacessl.images import load_image
 from spacessl.report import created, file_uri, png_uri, write_page
-from spacessl.runs import new_output_dir, open_run
+from spacessl.runs import open_run, result_dir
 from spacessl.search import all_nearest
 
 # ---- hyperparameters --------------------------------------------------------------------------
 RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py
 CHECKPOINT = "best"             # best | last | path to a .ckpt file (results go beside it)
 DATA_DIR = ""                   # images; "" = the folder the run was trained on
+POSTPROCESS = "whiten"          # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
+                                # whiten (PCA-whitened; the measured best, README "Retrieval quality") | centre | none
 K = 5                           # score = cosine distance to the K-th nearest other image, >= 1
 TOP = 50                        # most anomalous images shown in anomalies.png / .html
 THUMB_PX = 128                  # side of each thumbnail, px
@@ -77,9 +78,7 @@ def main(argv):
     table = table.sort_values(["score", "filename"], ascending=[False, True], ignore_index=True)
     table.insert(0, "rank", range(1, len(table) + 1))
 
-    out_dir = new_output_dir(run.run_dir / "anomalies", f"k{cfg['K']}")
-    write_json(out_dir / "config.json", {"hyperparameters": cfg, "resolved": {
-        "checkpoint": str(run.checkpoint.resolve()), "data_dir": str(run.data_dir.resolve())}})
+    out_dir = result_dir(run, "anomalies", f"k{cfg['K']}", cfg)
     with atomic_path(out_dir / "anomalies.csv") as tmp:
         table.to_csv(tmp, index=False)
     top = table.head(cfg["TOP"])

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from spacessl.config import atomic_path, format_config, require, resolve_config, run_main, usage, wants_help, write_json
 from spacessl.embeddings import COPY_CHUNK, cache_meta, eval_dataset, finish_cache, read_cache
+from spacessl.hardware import lightning_precision
 from spacessl.images import collate_readable, find_images, loader_workers
 from spacessl.model import load_model
 from spacessl.runs import checkpoint_path, embedding_cache_dir, training_data_dir
@@ -134,7 +135,7 @@ def main(argv):
                         batch_size=cfg["BATCH_SIZE"], num_workers=loader_workers(cfg["NUM_WORKERS"]),
                         collate_fn=collate_readable, pin_memory=gpu)
     trainer = pl.Trainer(accelerator="gpu" if gpu else "cpu", devices=cfg["DEVICES"], num_nodes=cfg["NUM_NODES"],
-                         strategy="ddp" if world > 1 else "auto", precision="bf16-mixed" if gpu else "32-true",
+                         strategy="ddp" if world > 1 else "auto", precision=lightning_precision("cuda" if gpu else "cpu"),
                          logger=False, enable_checkpointing=False, enable_model_summary=False,
                          callbacks=[ShardWriter(shard_dir, len(files), width)])
     trainer.predict(model, dataloaders=loader, return_predictions=False)

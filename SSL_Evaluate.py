@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from spacessl.config import (UserError, atomic_path, format_config, require, resolve_config, run_main, usage,
-                             wants_help, write_json)
-from spacessl.embeddings import embed_image
+                             wants_help)
 from spacessl.explain import CAM_LAYERS, explain_pair
 from spacessl.images import load_image
 from spacessl.index import ENCODINGS
@@ -30,7 +29,7 @@ from spacessl.maps import METHODS, MIN_DIST, NEIGHBOURS, PERPLEXITY, draw_scatte
 from spacessl.maps import SEED as MAP_SEED
 from spacessl.queries import grid_figure, neighbour_panels, neighbours, resolve_query, split_queries
 from spacessl.report import created, file_uri, png_uri, write_page
-from spacessl.runs import new_output_dir, open_run
+from spacessl.runs import new_output_dir, open_run, result_dir
 from spacessl.search import mean_query
 
 # ---- hyperparameters --------------------------------------------------------------------------
@@ -38,6 +37,8 @@ RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py
 CHECKPOINT = "best"             # best | last | path to a .ckpt file (results go beside it)
 QUERY = ""                      # image(s) to search for: a file name in the data set, a path, or several joined by ","
                                 # (a name holding a comma in double quotes, or the comma as \,); "" = embed only
+POSTPROCESS = "whiten"          # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
+                                # whiten (PCA-whitened; the measured best, README "Retrieval quality") | centre | none
 TOP_K = 10                      # neighbours to return, >= 1
 DATA_DIR = ""                   # images to search; "" = the folder the run was trained on
 BATCH_SIZE = 256                # images per embedding batch
@@ -47,7 +48,9 @@ GRID_COLUMNS = 6                # panels per row in neighbours.png
 PANEL_INCHES = 2.2              # width of one panel in neighbours.png
 GRID_DPI = 100                  # pixels per inch of neighbours.png
 EXACT_LIMIT = 200000            # up to this many images: exact search; above: a FAISS IVF index (recall printed)
-NPROBE = 64                     # IVF cells searched per query: more = higher recall, slower
+NPROBE = 0                      # IVF cells searched per query: 0 = the fewest that reach RECALL_TARGET on this
+                                # archive's own embeddings (tuned once, when the index is built) | a fixed number
+RECALL_TARGET = 0.95            # IVF: recall@10 against exact search the tuned index must reach, in (0, 1]
 NLIST = 0                       # IVF cells; 0 = 4 x sqrt(number of images). Fewer cells than the archive has groups of alike images loses recall (README, Performance)
 INDEX_ENCODING = "flat"         # IVF vectors stored as: flat (float32) | sq8 (8-bit, 4x less memory)
 REPORT = True                   # also write report.html (and its map.png, explain_<rank>.png)
@@ -121,8 +124,9 @@ def main(argv):
         return
     cfg = resolve_config(globals(), argv)
     require(cfg["TOP_K"] >= 1, f"--TOP_K={cfg['TOP_K']}: must be at least 1")
-    require(cfg["EXACT_LIMIT"] >= 0 and cfg["NPROBE"] >= 1 and cfg["NLIST"] >= 0,
-            "--EXACT_LIMIT and --NLIST must be >= 0, --NPROBE >= 1")
+    require(cfg["EXACT_LIMIT"] >= 0 and cfg["NPROBE"] >= 0 and cfg["NLIST"] >= 0,
+            "--EXACT_LIMIT, --NLIST and --NPROBE must be >= 0")
+    require(0 < cfg["RECALL_TARGET"] <= 1, f"--RECALL_TARGET={cfg['RECALL_TARGET']}: must be in (0, 1]")
     require(cfg["INDEX_ENCODING"] in ENCODINGS, f"--INDEX_ENCODING={cfg['INDEX_ENCODING']}: choose {', '.join(ENCODINGS)}")
     require(cfg["MAP_METHOD"] in METHODS, f"--MAP_METHOD={cfg['MAP_METHOD']}: choose {' or '.join(METHODS)}")
     require(cfg["CAM_LAYER"] in CAM_LAYERS, f"--CAM_LAYER={cfg['CAM_LAYER']}: choose {', '.join(CAM_LAYERS)}")
@@ -131,7 +135,7 @@ def main(argv):
             "--GRID_COLUMNS and --GRID_DPI must be at least 1, --PANEL_INCHES above 0")
     print(format_config(cfg))
     run = open_run(cfg)
-    model, data_dir, vectors, names, device = run.model, run.data_dir, run.vectors, run.names, run.device
+    model, data_dir, vectors, names = run.model, run.data_dir, run.vectors, run.names
     tokens = split_queries(cfg["QUERY"])
     if not tokens:
         print("no --QUERY given: embedding done")
@@ -139,19 +143,14 @@ def main(argv):
 
     index_of = {name: i for i, name in enumerate(names)}
     resolved = [resolve_query(token, data_dir, index_of, run.skipped) for token in tokens]
-    query = mean_query(np.stack([vectors[r] if isinstance(r, int) else embed_image(model, r, device)
-                                 for r in resolved]))
+    query = mean_query(np.stack([vectors[r] if isinstance(r, int) else run.embed(r) for r in resolved]))
     table = neighbours(run, query, cfg["TOP_K"], [r for r in resolved if isinstance(r, int)], cfg["EXACT_LIMIT"],
-                       cfg["NLIST"], cfg["NPROBE"], cfg["INDEX_ENCODING"])
+                       cfg["NLIST"], cfg["NPROBE"], cfg["INDEX_ENCODING"], cfg["RECALL_TARGET"])
     rows = [index_of[name] for name in table.filename]
 
     query_paths = [data_dir / names[r] if isinstance(r, int) else r for r in resolved]
     label = Path(tokens[0]).stem + (f"+{len(tokens) - 1}" if len(tokens) > 1 else "")
-    out_dir = new_output_dir(run.run_dir / "queries", label)
-    write_json(out_dir / "config.json", {
-        "hyperparameters": cfg, "resolved": {"checkpoint": str(run.checkpoint.resolve()),
-                                             "data_dir": str(data_dir.resolve()),
-                                             "queries": [str(p) for p in query_paths]}})
+    out_dir = result_dir(run, "queries", label, cfg, queries=[str(p) for p in query_paths])
     with atomic_path(out_dir / "neighbours.csv") as tmp:
         table.to_csv(tmp, index=False)
     grid = grid_figure(neighbour_panels(query_paths, data_dir, table), model.hparams.in_channels,

@@ -12,15 +12,17 @@ newest map of the same images.
 """
 
 
-from spacessl.config import format_config, require, resolve_config, run_main, usage, wants_help, write_json
+from spacessl.config import format_config, require, resolve_config, run_main, usage, wants_help
 from spacessl.labels import match_labels, read_labels
 from spacessl.maps import METHODS, draw_mosaic, project, save_map
-from spacessl.runs import new_output_dir, open_run
+from spacessl.runs import open_run, result_dir
 
 # ---- hyperparameters --------------------------------------------------------------------------
 RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py
 CHECKPOINT = "best"             # best | last | path to a .ckpt file (results go beside it)
 DATA_DIR = ""                   # images; "" = the folder the run was trained on
+POSTPROCESS = "whiten"          # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
+                                # whiten (PCA-whitened; the measured best, README "Retrieval quality") | centre | none
 MAP_METHOD = "umap"             # umap (umap-learn) | tsne (scikit-learn)
 NEIGHBOURS = 15                 # UMAP n_neighbors: larger keeps more global structure
 MIN_DIST = 0.1                  # UMAP min_dist in [0, 1]: smaller packs clusters tighter
@@ -59,10 +61,7 @@ def main(argv):
     coords = project(vectors, cfg["MAP_METHOD"], cfg["NEIGHBOURS"], cfg["MIN_DIST"], cfg["PERPLEXITY"],
                      cfg["SEED"])
 
-    out_dir = new_output_dir(run.run_dir / "maps", cfg["MAP_METHOD"])
-    write_json(out_dir / "config.json", {"hyperparameters": cfg, "resolved": {
-        "checkpoint": str(run.checkpoint.resolve()), "data_dir": str(run.data_dir.resolve()),
-        "n_images": len(names)}})
+    out_dir = result_dir(run, "maps", cfg["MAP_METHOD"], cfg, n_images=len(names))
     save_map(out_dir, coords, names, labels,
              f"{cfg['MAP_METHOD']} map of {len(names)} images ({run.checkpoint.parent.name})")
     drawn = draw_mosaic(coords, run.data_dir, names, run.model.hparams.in_channels, cfg["MOSAIC_PX"],

@@ -25,7 +25,8 @@ from spacessl.config import (atomic_path, format_config, parse_value, require, r
                     wants_help, write_json)
 from spacessl.labels import match_labels, read_labels
 from spacessl.metrics import cross_validate, mean_std, precision_at_k
-from spacessl.runs import new_output_dir, open_run
+from spacessl import postprocess
+from spacessl.runs import open_run, result_dir
 
 # ---- hyperparameters --------------------------------------------------------------------------
 RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py
@@ -35,6 +36,8 @@ ID_COLUMN = ""                  # column naming the image (path, file name, stem
 CLASS_COLUMN = ""               # column with the class; "" = auto (class, label, class6, CLASS, class2)
 MERGE_CLASSES = ""              # classes scored as one, "a+b" or "a+b;c+d" (e.g. "1+2": both spiral windings)
 DATA_DIR = ""                   # images; "" = the folder the run was trained on
+POSTPROCESS = "whiten"          # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
+                                # whiten (PCA-whitened; the measured best, README "Retrieval quality") | centre | none
 FOLDS = 5                       # stratified cross-validation folds, >= 2 (fewer if a class is smaller)
 KNN_K = 20                      # neighbours voting in the kNN classifier
 PRECISION_K = 10                # neighbours looked at for precision@k
@@ -139,6 +142,9 @@ def main(argv):
             data_dir, labelled, model.hparams.in_channels, cfg["RAW_PIXELS"], cfg["RAW_PCA_DIM"], cfg["SEED"],
             model.hparams.stretch)
 
+    for name in list(methods)[1:]:  # the baselines are searched the way the trained model is
+        methods[name] = postprocess.fit(methods[name], cfg["POSTPROCESS"]).apply(methods[name])
+
     summary, few_shot, scores = [], [], {}
     for name, features in methods.items():
         log.info("scoring %s (%d x %d)", name, *features.shape)
@@ -149,9 +155,7 @@ def main(argv):
     summary, few_shot = pd.DataFrame(summary), pd.DataFrame(few_shot)
     majority = float(counts.iloc[0] / counts.sum())
 
-    out_dir = new_output_dir(run.run_dir / "probe", Path(cfg["LABELS"]).stem)
-    write_json(out_dir / "config.json", {"hyperparameters": cfg, "resolved": {
-        "checkpoint": str(run.checkpoint.resolve()), "data_dir": str(data_dir.resolve())}})
+    out_dir = result_dir(run, "probe", Path(cfg["LABELS"]).stem, cfg)
     write_json(out_dir / "results.json", {
         "n_labelled": len(labelled), "class_counts": {str(c): int(n) for c, n in counts.items()},
         "folds": scores[trained]["folds"], "majority_class_accuracy": majority,

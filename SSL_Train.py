@@ -25,6 +25,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from collate import preset_kwargs
 from spacessl.config import UserError, format_config, require, resolve_config, run_main, usage, wants_help, write_json
 from spacessl.datamodule import ArchiveData
+from spacessl.hardware import lightning_precision
 from spacessl.images import STRETCHES, detect_channels, find_images, loader_workers
 from spacessl.knn_monitor import KNNMonitor
 from spacessl.labels import match_labels, read_labels
@@ -139,7 +140,7 @@ def split_files(files: list, val_fraction: float, seed: int):
 
 
 def choose_hardware(cfg: dict):
-    """(accelerator, precision): bf16 mixed precision on GPUs that support it, fp32 on the CPU."""
+    """(accelerator, precision): spacessl/hardware.py's policy (bf16 mixed on GPUs that support it)."""
     has_gpu = torch.cuda.is_available()
     if cfg["ACCELERATOR"] == "gpu" and not has_gpu:
         raise UserError("--ACCELERATOR=gpu but PyTorch sees no CUDA GPU; use --ACCELERATOR=auto or cpu")
@@ -147,7 +148,7 @@ def choose_hardware(cfg: dict):
         if cfg["ACCELERATOR"] == "auto":
             print("no CUDA GPU found: training on the CPU (fine for the demo, slow for OATH)")
         return "cpu", "32-true"
-    return "gpu", "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "gpu", lightning_precision("cuda")
 
 
 def check_resume_matches(run_dir: Path, model) -> None:

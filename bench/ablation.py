@@ -45,6 +45,7 @@ from spacessl.labels import match_labels, read_labels  # noqa: E402
 from spacessl.metrics import cross_validate, precision_at_k  # noqa: E402
 from spacessl.model import SSLModel, load_model  # noqa: E402
 from quality import GALAXY_MERGE, prepare_galaxyzoo, prepare_mirabest  # noqa: E402
+from spacessl import postprocess  # noqa: E402
 from spacessl.runs import new_output_dir  # noqa: E402
 from spacessl.search import top_k  # noqa: E402
 
@@ -56,7 +57,6 @@ EPOCHS = 30                      # training epochs per row
 BATCH_SIZE = 128                 # training batch
 WARMUP_EPOCHS = 3                # learning-rate warm-up (fewer when EPOCHS is smaller)
 POSTPROCESS = "none,centre,whiten"  # post-processings scored, comma-separated
-WHITEN_EPS = 1e-2                # whitening: added to each PCA variance, relative to the largest
 RANDOM_BASELINE = True           # also score random weights and raw pixels
 REUSE = ""                       # an earlier ablation folder: rows trained there are scored again, not retrained
 SHARED = "../shared/data"        # the read-only archive copies
@@ -99,19 +99,6 @@ def prepare(cfg: dict, out: Path):
     return data / "images", data / "labels.csv"
 
 
-def postprocess(vectors: np.ndarray, kind: str, eps: float) -> np.ndarray:
-    """Unit rows after `kind`: none, centre (minus the mean) or whiten (PCA, variances + eps)."""
-    x = np.asarray(vectors, dtype=np.float64)
-    if kind in ("centre", "whiten"):
-        x = x - x.mean(axis=0)
-    if kind == "whiten":
-        _, s, vt = np.linalg.svd(x, full_matrices=False)
-        var = s ** 2 / len(x)
-        x = (x @ vt.T) / np.sqrt(var + eps * var.max())
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
 @torch.no_grad()
 def feature_sets(model, images: Path, names: list, workers: int) -> dict:
     """The vectors a search could use, for every image: "pool" (the backbone's pooled output,
@@ -137,7 +124,7 @@ def feature_sets(model, images: Path, names: list, workers: int) -> dict:
 def score(name: str, seed: int, features: dict, classes, names, cfg) -> list:
     rows = []
     for (feature, vectors), kind in itertools.product(features.items(), cfg["POSTPROCESS"].split(",")):
-        v = postprocess(vectors, kind, cfg["WHITEN_EPS"])
+        v = postprocess.fit(vectors, kind).apply(vectors)
         cv = cross_validate(v, classes, 5, cfg["KNN_K"], [cfg["FEW_SHOT"]], 1.0, 2000, seed)
         row = {"row": name, "seed": seed, "feature": feature, "post": kind,
                "precision@10": precision_at_k(v, classes, cfg["PRECISION_K"]),

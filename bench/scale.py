@@ -31,10 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spacessl.config import resolve_config, run_main, usage, wants_help  # noqa: E402
-from spacessl.embeddings import embed_images, pick_device  # noqa: E402
+from spacessl.embeddings import embed_images  # noqa: E402
+from spacessl.hardware import autocast, pick_device  # noqa: E402
 from spacessl.datamodule import ArchiveData  # noqa: E402
 from spacessl.images import detect_channels, find_images, loader_workers  # noqa: E402
-from spacessl.index import build_index, exact_knn  # noqa: E402
+from spacessl.index import build_index  # noqa: E402
+from spacessl.search import nearest_rows  # noqa: E402
 from spacessl.model import SSLModel  # noqa: E402
 
 # ---- hyperparameters --------------------------------------------------------------------------
@@ -65,9 +67,9 @@ GENERATE_CHUNK = 100_000  # synthetic vectors written at a time
 
 
 def step_fn(model, optimizer, device):
-    """One SimCLR training step on two batches of views; bf16 autocast on a GPU."""
+    """One SimCLR training step on two batches of views, in the number format of spacessl/hardware.py."""
     def step(view0, view1):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             loss, _ = model.objective(model.backbone, view0, view1, 0, 1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -197,7 +199,7 @@ def search_figures(cfg, n: int, workdir: Path) -> list:
     rng = np.random.default_rng(cfg["SEED"] + 1)
     queries = np.asarray(vectors[np.sort(rng.choice(n, cfg["SEARCH_QUERIES"], replace=False))])
     start = time.perf_counter()
-    exact = exact_knn(vectors, queries, 10)  # one pass over all vectors for all queries
+    exact, _ = nearest_rows(vectors, queries, 10)  # one pass over all vectors for all queries
     exact_ms = 1000 * (time.perf_counter() - start) / len(queries)
     rows = []
     for nprobe in nprobes:

@@ -27,10 +27,12 @@ import torch  # noqa: E402
 
 from spacessl.baselines import random_init_embeddings, raw_pixel_embeddings  # noqa: E402
 from spacessl.config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
-from spacessl.embeddings import embed_images, pick_device  # noqa: E402
+from spacessl.embeddings import embed_images  # noqa: E402
+from spacessl.hardware import pick_device  # noqa: E402
 from spacessl.images import find_images  # noqa: E402
 from spacessl.metrics import temporal_neighbour_fraction  # noqa: E402
 from spacessl.model import load_model  # noqa: E402
+from spacessl import postprocess  # noqa: E402
 from spacessl.runs import new_output_dir  # noqa: E402
 
 # ---- hyperparameters --------------------------------------------------------------------------
@@ -48,6 +50,7 @@ MAX_GAPS = "1,2,5"               # a nearest neighbour within this many frames (
 RAW_PIXELS = 32                  # raw-pixel baseline: side of the downsampled frame
 RAW_PCA_DIM = 64                 # raw-pixel baseline: principal components kept
 SEED = 42                        # training seed and the random-weights baseline's
+POSTPROCESS = "whiten"           # search post-processing applied to every row (spacessl/postprocess.py)
 # -----------------------------------------------------------------------------------------------
 
 
@@ -83,6 +86,7 @@ def main(argv):
         "raw pixels": raw_pixel_embeddings(frames_dir, files, hp["in_channels"], cfg["RAW_PIXELS"],
                                            cfg["RAW_PCA_DIM"], cfg["SEED"], hp["stretch"]),
     }
+    vectors = {name: postprocess.fit(v, cfg["POSTPROCESS"]).apply(v) for name, v in vectors.items()}
     gaps = [int(g) for g in cfg["MAX_GAPS"].split(",")]
     scores = {name: {gap: temporal_neighbour_fraction(v, gap) for gap in gaps} for name, v in vectors.items()}
     report = {"frames": len(files), "train_seconds": train_seconds, "fraction_nearest_within_gap": scores,

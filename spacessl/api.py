@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .embeddings import embed_image
 from .queries import grid_figure, neighbour_panels, neighbours, resolve_query
 from .runs import OpenRun
 from .runs import open_run as open_cached_run
@@ -38,7 +37,8 @@ class Run:
 
     @property
     def vectors(self) -> np.ndarray:
-        """(n images, width) unit embeddings: inner products are cosine similarities."""
+        """(n images, width) unit search vectors (the embeddings after the run's post-processing):
+        inner products are cosine similarities."""
         return self.opened.vectors
 
     @property
@@ -50,8 +50,9 @@ class Run:
         return pd.DataFrame(np.asarray(self.vectors), index=pd.Index(self.names, name="filename"))
 
     def embed(self, image) -> np.ndarray:
-        """The unit embedding of a file path, a PIL image or an array (H x W or bands x H x W)."""
-        return embed_image(self.opened.model, image, self.opened.device)
+        """The search vector of a file path, a PIL image or an array (H x W or bands x H x W):
+        embedded and post-processed exactly like the rows of `vectors`."""
+        return self.opened.embed(image)
 
     def search(self, query, k: int = 10) -> pd.DataFrame:
         """The k images nearest to `query`: a file name in the data set (or a path), a list of them
@@ -80,11 +81,12 @@ class Run:
                            columns, PANEL_INCHES)
 
 
-def open_run(run: str, checkpoint: str = "best", data_dir: str = "", device: str = "auto",
-             batch_size: int = 256, num_workers: int = 0) -> Run:
+def open_run(run: str, checkpoint: str = "best", data_dir: str = "", postprocess: str = "whiten",
+             device: str = "auto", batch_size: int = 256, num_workers: int = 0) -> Run:
     """Open a run folder written by SSL_Train.py (as SSL_Evaluate.py's RUN, CHECKPOINT, DATA_DIR,
-    DEVICE): loads the checkpoint and embeds data_dir (default: the training images), or reuses
-    the cached embeddings."""
+    POSTPROCESS, DEVICE): loads the checkpoint and embeds data_dir (default: the training
+    images), or reuses the cached embeddings."""
     return Run(open_cached_run({"RUN": str(run), "CHECKPOINT": checkpoint, "DATA_DIR": str(data_dir),
-                                "DEVICE": device, "BATCH_SIZE": batch_size, "NUM_WORKERS": num_workers}))
+                                "POSTPROCESS": postprocess, "DEVICE": device, "BATCH_SIZE": batch_size,
+                                "NUM_WORKERS": num_workers}))
 

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from collate import eval_transform
 from .config import UserError, atomic_path, write_json
+from .hardware import autocast
 from .images import UNREADABLE_ERRORS, ImageFolder, collate_readable, data_digest, from_stored, read_image
 
 log = logging.getLogger("spacessl")
@@ -36,17 +37,6 @@ def checkpoint_digest(path) -> str:
         for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def pick_device(requested: str) -> torch.device:
-    """The torch device for a DEVICE setting: auto (a GPU if there is one), cpu or cuda."""
-    if requested not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--DEVICE={requested}: choose auto, cpu or cuda")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("--DEVICE=cuda but PyTorch sees no CUDA GPU; use --DEVICE=auto or cpu")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
 
 
 def model_view(model):
@@ -90,9 +80,8 @@ def embed_images(model, root, files, batch_size: int, num_workers: int, device: 
     chunks, kept = [], []
     with contextlib.ExitStack() as stack:
         rows = None  # the output memmap, opened once the first batch gives the width
-        # bf16 autocast only on a GPU; on the CPU fp32 keeps embeddings bit-identical between runs.
         stack.enter_context(torch.inference_mode())
-        stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"))
+        stack.enter_context(autocast(device))
         tmp = stack.enter_context(atomic_path(out_path)) if out_path is not None else None
         for batch in loader:
             if batch is None:

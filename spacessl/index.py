@@ -19,6 +19,7 @@ import faiss
 import numpy as np
 
 from .config import atomic_path, write_json
+from .search import nearest_rows
 
 log = logging.getLogger("spacessl")
 
@@ -35,33 +36,43 @@ def auto_nlist(n: int) -> int:
     return max(1, int(CELLS_PER_SQRT_N * math.sqrt(n)))
 
 
-def exact_knn(vectors, queries: np.ndarray, k: int) -> np.ndarray:
-    """Row indices of the k largest inner products for each query, by brute force in chunks."""
-    best_sim = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    best_idx = np.zeros((len(queries), k), dtype=np.int64)
-    for start in range(0, len(vectors), ADD_CHUNK):
-        chunk = np.asarray(vectors[start:start + ADD_CHUNK], dtype=np.float32)
-        sims = queries @ chunk.T
-        merged_sim = np.concatenate([best_sim, sims], axis=1)
-        merged_idx = np.concatenate([best_idx, np.arange(start, start + len(chunk))[None].repeat(len(queries), 0)], axis=1)
-        top = np.argpartition(-merged_sim, k - 1, axis=1)[:, :k]
-        best_sim = np.take_along_axis(merged_sim, top, axis=1)
-        best_idx = np.take_along_axis(merged_idx, top, axis=1)
-    return best_idx
-
-
 def recall_at_k(index, vectors, k: int, n_queries: int, seed: int) -> float:
-    """Mean share of the exact top-k that the index returns, over sample rows as queries."""
+    """Mean share of the exact k nearest other rows that the index returns, over a seeded sample
+    of rows as queries (each query's own row left out of both lists, as if it were held out)."""
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(vectors), size=min(n_queries, len(vectors)), replace=False))
     queries = np.asarray(vectors[rows], dtype=np.float32)
-    _, approx = index.search(queries, k)
-    exact = exact_knn(vectors, queries, k)
-    return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx, exact)]))
+    _, approx = index.search(queries, k + 1)
+    exact, _ = nearest_rows(vectors, queries, k + 1)
+    shares = [len(set([a for a in got if a != row][:k]) & set([e for e in want if e != row][:k])) / k
+              for row, got, want in zip(rows, approx, exact)]
+    return float(np.mean(shares))
 
 
-def build_index(vectors, exact_limit: int, nlist: int, nprobe: int, encoding: str, seed: int):
-    """(FAISS index, description). `vectors`: (n, d) float32 unit rows, e.g. a np.load memmap."""
+def tune_nprobe(index, vectors, nlist: int, target: float, seed: int):
+    """(nprobe, recall@10): the fewest cells to probe whose measured recall reaches `target`
+    (doubling, then bisecting between the last two); all nlist cells and the recall they give
+    when even that falls short (8-bit codes round distances)."""
+    def recall(nprobe):
+        index.nprobe = nprobe
+        return recall_at_k(index, vectors, RECALL_K, RECALL_QUERIES, seed)
+    low, high = 0, 1
+    measured = {1: recall(1)}
+    while measured[high] < target and high < nlist:
+        low, high = high, min(2 * high, nlist)
+        measured[high] = recall(high)
+    while high - low > 1 and measured[high] >= target:
+        middle = (low + high) // 2
+        measured[middle] = recall(middle)
+        low, high = (middle, high) if measured[middle] < target else (low, middle)
+    index.nprobe = high
+    return high, measured[high]
+
+
+def build_index(vectors, exact_limit: int, nlist: int, nprobe: int, encoding: str, seed: int,
+                recall_target: float = 0.95):
+    """(FAISS index, description). `vectors`: (n, d) float32 unit rows, e.g. a np.load memmap.
+    nprobe 0: tuned to the fewest cells that reach recall_target on the vectors' own rows."""
     n, dim = vectors.shape
     if n <= exact_limit:
         index, info = faiss.IndexFlatIP(dim), {"type": "exact", "recall_at_10": 1.0}
@@ -77,35 +88,46 @@ def build_index(vectors, exact_limit: int, nlist: int, nprobe: int, encoding: st
         sample = np.sort(rng.choice(n, size=min(n, max(nlist * TRAIN_PER_CELL, 1), MAX_TRAIN), replace=False))
         log.info("training IVF index: %d cells on %d of %d vectors", nlist, len(sample), n)
         index.train(np.asarray(vectors[sample], dtype=np.float32))
-        index.nprobe = nprobe
-        info = {"type": f"ivf-{encoding}", "nlist": nlist, "nprobe": nprobe}
+        info = {"type": f"ivf-{encoding}", "nlist": nlist, "recall_target": recall_target}
     for start in range(0, n, ADD_CHUNK):
         index.add(np.asarray(vectors[start:start + ADD_CHUNK], dtype=np.float32))
     if info["type"] != "exact":
-        info["recall_at_10"] = recall_at_k(index, vectors, RECALL_K, RECALL_QUERIES, seed)
-        log.info("IVF index over %d vectors: recall@%d %.3f against exact search (nprobe %d of %d cells)",
-                 n, RECALL_K, info["recall_at_10"], nprobe, nlist)
+        tuned = not nprobe
+        if nprobe:
+            index.nprobe = nprobe
+            info["recall_at_10"] = recall_at_k(index, vectors, RECALL_K, RECALL_QUERIES, seed)
+        else:
+            nprobe, info["recall_at_10"] = tune_nprobe(index, vectors, nlist, recall_target, seed)
+        info["nprobe"] = nprobe
+        log.info("IVF index over %d vectors: recall@%d %.3f against exact search (nprobe %d of %d cells%s)",
+                 n, RECALL_K, info["recall_at_10"], nprobe, nlist, ", tuned" if tuned else "")
+        if info["recall_at_10"] < recall_target:
+            log.warning("the index's recall@%d is %.3f, below the target %.2f: %s", RECALL_K, info["recall_at_10"],
+                        recall_target, "raise --NPROBE or set --NPROBE=0 to tune it" if nprobe != nlist else
+                        "even every cell probed falls short (8-bit codes?); use --INDEX_ENCODING=flat "
+                        "or a larger --EXACT_LIMIT")
     return index, {**info, "n": n, "dim": dim}
 
 
 def cached_index(vectors, cache_dir: Path, source: dict, exact_limit: int, nlist: int, nprobe: int,
-                 encoding: str, seed: int):
+                 encoding: str, seed: int, recall_target: float = 0.95):
     """The index for the embeddings in cache_dir (described by `source`, their meta.json), loaded
     if it was completely built from them with these settings, else built and saved."""
-    settings = {"source": source, "exact_limit": exact_limit, "nlist": nlist, "encoding": encoding, "seed": seed}
+    settings = {"source": source, "exact_limit": exact_limit, "nlist": nlist, "nprobe": nprobe, "encoding": encoding,
+                "seed": seed, "recall_target": recall_target}
     meta_path, index_path = cache_dir / "index.json", cache_dir / "index.faiss"
     if meta_path.is_file() and index_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("settings") == settings:
             index = faiss.read_index(str(index_path))
             if hasattr(index, "nprobe"):
-                index.nprobe = nprobe
+                index.nprobe = meta["info"]["nprobe"]
             log.info("reusing %s index in %s (recall@10 %.3f when built)", meta["info"]["type"], index_path,
                      meta["info"]["recall_at_10"])
             return index, meta["info"]
     if meta_path.is_file():
         meta_path.unlink()  # whatever follows, the old index no longer describes these embeddings
-    index, info = build_index(vectors, exact_limit, nlist, nprobe, encoding, seed)
+    index, info = build_index(vectors, exact_limit, nlist, nprobe, encoding, seed, recall_target)
     with atomic_path(index_path) as tmp:
         faiss.write_index(index, str(tmp))
     write_json(meta_path, {"settings": settings, "info": info})

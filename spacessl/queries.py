@@ -79,21 +79,21 @@ def unreadable_reason(path: Path) -> str:
 
 
 def neighbours(run, query: np.ndarray, k: int, exclude=(), exact_limit: int = 200000, nlist: int = 0,
-               nprobe: int = 64, encoding: str = "flat") -> pd.DataFrame:
+               nprobe: int = 0, encoding: str = "flat", recall_target: float = 0.95) -> pd.DataFrame:
     """The k images of an opened run (runs.OpenRun) nearest to a unit query vector, as a table of
     rank, filename, cosine_distance: exact search up to exact_limit images, beyond it the run's
-    FAISS index (built once and cached). Asking for more than there are gives all, with a warning."""
+    FAISS index (built once and cached; nprobe 0 = tuned to reach recall_target). Asking for more than there are gives all, with a warning."""
     available = len(run.names) - len(set(exclude))
     if k > available:
         log.warning("--TOP_K=%d but only %d other images are embedded: returning all %d", k, available, available)
     if len(run.names) <= exact_limit:
         rows, distances = top_k(run.vectors, query, k, exclude=exclude)
     else:
-        source = json.loads((run.cache_dir / "meta.json").read_text())
+        source = {**json.loads((run.cache_dir / "meta.json").read_text()), "postprocess": run.transform.kind}
         index, info = cached_index(run.vectors, run.cache_dir, source, exact_limit, nlist, nprobe, encoding,
-                                   INDEX_SEED)
-        log.info("searched with a %s index (recall@10 %.3f against exact search)", info["type"],
-                 info["recall_at_10"])
+                                   INDEX_SEED, recall_target)
+        log.info("searched with a %s index, %d of %d cells probed (recall@10 %.3f against exact search)",
+                 info["type"], info["nprobe"], info["nlist"], info["recall_at_10"])
         rows, distances = index_search(on_gpus_if_available(index), query, min(k, available), exclude=exclude)
     return pd.DataFrame({"rank": range(1, len(rows) + 1), "filename": [run.names[i] for i in rows],
                          "cosine_distance": np.round(distances, 6)})

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import UserError
-from .embeddings import cached_embeddings, pick_device
+from .config import UserError, write_json
+from .embeddings import cached_embeddings, embed_image
+from .hardware import pick_device
 from .images import find_images, loader_workers
 from .model import SSLModel, load_model
+from .postprocess import KINDS, Transform, search_vectors
 
 
 def checkpoint_path(run: str, checkpoint: str) -> Path:
@@ -46,6 +48,16 @@ def new_output_dir(parent: Path, label: str) -> Path:
     return out
 
 
+def result_dir(run, kind: str, label: str, cfg: dict, **resolved) -> Path:
+    """A fresh <run>/<kind>/<label>-<time>/ for one script's results, with its config.json (the
+    settings given and what they resolved to: checkpoint, data folder and `resolved`) written
+    first, so every result folder says how it was made."""
+    out = new_output_dir(run.run_dir / kind, label)
+    write_json(out / "config.json", {"hyperparameters": cfg, "resolved": {
+        "checkpoint": str(run.checkpoint.resolve()), "data_dir": str(Path(run.data_dir).resolve()), **resolved}})
+    return out
+
+
 @dataclass
 class OpenRun:
     """A trained model with the cached embeddings of its image folder."""
@@ -53,18 +65,26 @@ class OpenRun:
     model: SSLModel
     run_dir: Path
     data_dir: Path
-    vectors: np.ndarray  # (n, width), L2-normalised rows
+    vectors: np.ndarray  # (n, width) unit rows to search: the embeddings after `transform`
     names: list          # image files (relative to data_dir) of the rows
     device: torch.device
     workers: int
     cache_dir: Path      # where the embeddings (and a search index) are cached
     skipped: list        # images of data_dir left out as unreadable
+    transform: Transform  # the post-processing fitted on this folder's embeddings (postprocess.py)
+
+    def embed(self, image) -> np.ndarray:
+        """A file, PIL image or array as a search vector: embedded and post-processed like the rows."""
+        return self.transform.apply(embed_image(self.model, image, self.device))
 
 
 def open_run(cfg: dict) -> OpenRun:
     """Load the checkpoint named by cfg's RUN and CHECKPOINT and embed cfg's DATA_DIR (default:
-    the training images) with it, or reuse the cached embeddings."""
+    the training images) with it, or reuse the cached embeddings; post-processed as cfg's
+    POSTPROCESS says."""
     device = pick_device(cfg["DEVICE"])
+    if cfg["POSTPROCESS"] not in KINDS:
+        raise UserError(f"--POSTPROCESS={cfg['POSTPROCESS']}: choose one of {', '.join(KINDS)}")
     if cfg["NUM_WORKERS"] < -1 or cfg["BATCH_SIZE"] < 1:
         raise UserError("--NUM_WORKERS must be -1 (auto), 0 or more and --BATCH_SIZE at least 1")
     ckpt = checkpoint_path(cfg["RUN"], cfg["CHECKPOINT"])
@@ -77,6 +97,9 @@ def open_run(cfg: dict) -> OpenRun:
     cache_dir = embedding_cache_dir(ckpt, data_dir)
     vectors, names = cached_embeddings(model, ckpt, data_dir, files, cache_dir, cfg["BATCH_SIZE"],
                                        workers, device)
-    print(f"embeddings: {cache_dir / 'embeddings.npy'} ({vectors.shape[0]} x {vectors.shape[1]})")
+    print(f"embeddings: {cache_dir / 'embeddings.npy'} ({vectors.shape[0]} x {vectors.shape[1]}), "
+          f"searched after post-processing: {cfg['POSTPROCESS']}")
+    source = {**json.loads((cache_dir / "meta.json").read_text()), "postprocess": cfg["POSTPROCESS"]}
+    vectors, transform = search_vectors(vectors, cfg["POSTPROCESS"], cache_dir, source)
     skipped = sorted(set(files) - set(names))
-    return OpenRun(ckpt, model, run_dir, data_dir, vectors, names, device, workers, cache_dir, skipped)
+    return OpenRun(ckpt, model, run_dir, data_dir, vectors, names, device, workers, cache_dir, skipped, transform)

@@ -21,46 +21,60 @@ def top_k(embeddings: np.ndarray, query: np.ndarray, k: int, exclude=()):
     `embeddings` rows and `query` must be unit length. Rows in `exclude` (the query images
     themselves) are never returned. Ties are broken by row index, so results are reproducible.
     """
-    similarity = np.asarray(embeddings @ query, dtype=np.float64)
-    excluded = np.zeros(len(similarity), dtype=bool)
-    excluded[list(exclude)] = True
-    candidates = np.flatnonzero(~excluded)
-    k = min(k, len(candidates))
+    excluded = sorted(set(exclude))
+    rows, similarities = nearest_rows(embeddings, np.asarray(query)[None], k + len(excluded))
+    keep = ~np.isin(rows[0], excluded)
+    return rows[0][keep][:k], 1.0 - similarities[0][keep][:k]
+
+
+ALL_PAIRS_CHUNK = 1024  # query rows per block of the similarity matrix (memory: chunk x BANK_CHUNK floats)
+BANK_CHUNK = 65536      # bank rows read at a time (a memory-mapped bank larger than RAM is streamed)
+
+
+def best_of(similarity: np.ndarray, index: np.ndarray, k: int):
+    """The k best columns of each row of `similarity` (largest first, ties by smaller `index`),
+    exactly: every column tied with a row's k-th best is sorted before the cut."""
+    k = min(k, similarity.shape[1])
     if k == 0:
-        return np.array([], dtype=np.int64), np.array([], dtype=np.float64)
-    # np.partition finds the k-th best similarity in O(n); everything at least that similar is
-    # then sorted exactly (by similarity, then index), which keeps tied rows in index order.
-    kth = np.partition(similarity[candidates], len(candidates) - k)[len(candidates) - k]
-    best = candidates[similarity[candidates] >= kth]
-    best = best[np.lexsort((best, -similarity[best]))][:k]
-    return best, 1.0 - similarity[best]
-
-
-ALL_PAIRS_CHUNK = 1024  # query rows per block of the similarity matrix (memory: chunk x n floats)
+        return index[:, :0], similarity[:, :0]
+    kth = -np.partition(-similarity, k - 1, axis=1)[:, k - 1:k]
+    rows, sims = np.empty((len(similarity), k), dtype=np.int64), np.empty((len(similarity), k))
+    for r in range(len(similarity)):
+        candidates = np.flatnonzero(similarity[r] >= kth[r])
+        order = np.lexsort((index[r, candidates], -similarity[r, candidates]))[:k]
+        rows[r], sims[r] = index[r, candidates[order]], similarity[r, candidates[order]]
+    return rows, sims
 
 
 def nearest_rows(bank: np.ndarray, queries: np.ndarray, k: int, self_offset=None):
-    """For each query row, the indices and cosine similarities of its k nearest rows of `bank`,
-    nearest first (ties by index). With self_offset=s, query i is row s + i of the bank and never
-    its own neighbour. Exact, in blocks of queries: O(chunk x n) memory."""
+    """For each query row, the indices and cosine similarities of its k nearest rows of `bank`
+    (k capped at what there is), nearest first, ties by index. With self_offset=s, query i is row
+    s + i of the bank and never its own neighbour. Exact; the one brute-force search that exact
+    top-k, all-pairs neighbours, kNN votes and index recall checks all use. Blocked over queries
+    and bank rows, so a memory-mapped bank is streamed: O(ALL_PAIRS_CHUNK x BANK_CHUNK) memory."""
     n = len(bank)
     k = min(k, n - (self_offset is not None))
     indices = np.empty((len(queries), k), dtype=np.int64)
     similarities = np.empty((len(queries), k), dtype=np.float64)
     for start in range(0, len(queries), ALL_PAIRS_CHUNK):
         stop = min(start + ALL_PAIRS_CHUNK, len(queries))
-        block = np.asarray(queries[start:stop] @ bank.T, dtype=np.float64)
-        if self_offset is not None:
-            block[np.arange(stop - start), np.arange(start, stop) + self_offset] = -np.inf
-        best = np.argpartition(-block, k - 1, axis=1)[:, :k]
-        best_sim = np.take_along_axis(block, best, axis=1)
-        order = np.lexsort((best, -best_sim), axis=1)
-        indices[start:stop] = np.take_along_axis(best, order, axis=1)
-        similarities[start:stop] = np.take_along_axis(best_sim, order, axis=1)
+        block = np.asarray(queries[start:stop], dtype=np.float32)
+        best_idx, best_sim = np.empty((stop - start, 0), dtype=np.int64), np.empty((stop - start, 0))
+        for first in range(0, n, BANK_CHUNK):
+            chunk = np.asarray(bank[first:first + BANK_CHUNK], dtype=np.float32)
+            sims = np.asarray(block @ chunk.T, dtype=np.float64)
+            if self_offset is not None:
+                own = np.arange(start, stop) + self_offset - first
+                inside = (own >= 0) & (own < len(chunk))
+                sims[np.flatnonzero(inside), own[inside]] = -np.inf
+            index = np.broadcast_to(np.arange(first, first + len(chunk)), sims.shape)
+            best_idx, best_sim = best_of(np.concatenate([best_sim, sims], axis=1),
+                                         np.concatenate([best_idx, index], axis=1), k)
+        indices[start:stop], similarities[start:stop] = best_idx, best_sim
     return indices, similarities
 
 
 def all_nearest(vectors: np.ndarray, k: int):
     """For every row, the indices and cosine similarities of its k nearest other rows, nearest
-    first (ties by index). Exact, in blocks of rows: O(n^2) time, O(chunk x n) memory."""
+    first (ties by index). Exact, in blocks of rows: O(n^2) time."""
     return nearest_rows(vectors, vectors, k, self_offset=0)

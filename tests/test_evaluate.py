@@ -98,7 +98,8 @@ def test_query_writes_table_and_picture(run, capsys):
     assert table["rank"].tolist() == [1, 2, 3, 4, 5]
     assert query not in table["filename"].tolist()
     assert table["cosine_distance"].is_monotonic_increasing
-    vectors = np.load(run / "embeddings" / "best__data" / "embeddings.npy")
+    # Searched after the default post-processing (whitening), whose vectors sit beside the embeddings.
+    vectors = np.load(run / "embeddings" / "best__data" / "search_whiten.npy")
     expected = 1 - vectors @ vectors[3]
     for name, dist in zip(table["filename"], table["cosine_distance"]):
         assert dist == pytest.approx(expected[names.index(name)], abs=1e-5)
@@ -200,7 +201,8 @@ def test_above_the_exact_limit_search_uses_an_ivf_index(run, caplog):
     argv = [f"--QUERY={names[0]}", "--TOP_K=5", "--EXACT_LIMIT=10", "--NLIST=4", "--NPROBE=4"]
     with caplog.at_level(logging.INFO, logger="spacessl"):
         assert evaluate(run, *argv) == 0
-    assert any("searched with a ivf-flat index (recall@10 1.000" in r.getMessage() for r in caplog.records)
+    assert any("searched with a ivf-flat index, 4 of 4 cells probed (recall@10 1.000" in r.getMessage()
+               for r in caplog.records)
     assert (run / "embeddings" / "best__data" / "index.faiss").is_file()
     approx = pd.read_csv(query_dirs(run)[0] / "neighbours.csv")
     assert evaluate(run, f"--QUERY={names[0]}", "--TOP_K=5") == 0

@@ -7,7 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from spacessl.index import build_index, cached_index, exact_knn, search
+from spacessl.index import build_index, cached_index, search
+from spacessl.search import nearest_rows
 
 
 def clustered(n=3000, dim=32, clusters=30, seed=0):
@@ -21,7 +22,7 @@ def test_exact_knn_matches_brute_force():
     x = clustered(500)
     queries = x[:7]
     expected = np.argsort(-(queries @ x.T), axis=1)[:, :5]
-    got = exact_knn(x, queries, 5)
+    got, _ = nearest_rows(x, queries, 5)
     assert [set(row) for row in got] == [set(row) for row in expected]
 
 
@@ -44,6 +45,45 @@ def test_large_sets_get_an_ivf_index_with_measured_recall(encoding):
     assert info["recall_at_10"] > 0.9  # all 20 cells probed: only sq8 rounding can cost recall
     _, few = build_index(x, exact_limit=1000, nlist=20, nprobe=1, encoding=encoding, seed=0)
     assert few["recall_at_10"] < info["recall_at_10"]  # probing 1 cell of 20 misses neighbours
+
+
+def realistic(n, dim=64, seed=0):
+    """Unit vectors from a Gaussian whose variances fall as k^-0.8 (as real embedding sets do,
+    unlike tight clusters), randomly rotated."""
+    rng = np.random.default_rng(seed)
+    scales = np.arange(1, dim + 1) ** -0.4
+    rotation = np.linalg.qr(rng.normal(size=(dim, dim)))[0]
+    x = (rng.normal(size=(n, dim)) * scales) @ rotation
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_nprobe_is_tuned_to_the_recall_target(caplog):
+    x = realistic(20000)
+    with caplog.at_level(logging.INFO, logger="spacessl"):
+        index, info = build_index(x, exact_limit=1000, nlist=0, nprobe=0, encoding="flat", seed=0,
+                                  recall_target=0.95)
+    assert info["recall_at_10"] >= 0.95 and info["recall_target"] == 0.95
+    assert 1 < info["nprobe"] < info["nlist"] and index.nprobe == info["nprobe"]
+    assert "tuned" in caplog.text
+    # One cell fewer falls short of the target: the fewest cells that reach it were chosen.
+    fewer = dict(build_index(x, exact_limit=1000, nlist=0, nprobe=info["nprobe"] - 1, encoding="flat", seed=0)[1])
+    assert fewer["recall_at_10"] < 0.95
+
+
+def test_a_fixed_nprobe_below_the_target_is_said(caplog):
+    x = realistic(5000)
+    with caplog.at_level(logging.WARNING, logger="spacessl"):
+        _, info = build_index(x, exact_limit=1000, nlist=0, nprobe=1, encoding="flat", seed=0)
+    assert info["recall_at_10"] < 0.95 and "below the target 0.95: raise --NPROBE" in caplog.text
+
+
+def test_an_index_built_for_another_target_is_rebuilt(tmp_path, caplog):
+    x = realistic(5000)
+    source = {"data_sha256": "abc"}
+    _, low = cached_index(x, tmp_path, source, 1000, 0, 0, "flat", 0, 0.5)
+    with caplog.at_level(logging.INFO, logger="spacessl"):
+        _, high = cached_index(x, tmp_path, source, 1000, 0, 0, "flat", 0, 0.99)
+    assert "reusing" not in caplog.text and high["nprobe"] > low["nprobe"] and high["recall_at_10"] >= 0.99
 
 
 def test_index_is_reused_and_a_half_built_one_is_rebuilt(tmp_path, caplog):

@@ -65,3 +65,22 @@ def test_all_nearest_lists_each_rows_neighbours_in_order(monkeypatch):
     assert rows.tolist() == [[1, 2, 3], [0, 2, 3], [1, 0, 3], [2, 4, 1], [3, 2, 1], [4, 3, 2]]
     np.testing.assert_allclose(sims[0], np.cos(ANGLES[1:4]), atol=1e-6)
     assert (np.diff(sims, axis=1) <= 0).all()
+
+
+def test_nearest_rows_streams_the_bank_in_chunks_with_exact_ties(monkeypatch):
+    from spacessl import search
+
+    rng = np.random.default_rng(0)
+    bank = unit(*rng.normal(size=(40, 3)))
+    bank[[5, 17, 33]] = bank[2]  # four identical rows: their order must be by index
+    queries = bank[[2, 9, 30]]
+    whole = search.nearest_rows(bank, queries, 6)
+    monkeypatch.setattr(search, "BANK_CHUNK", 7)   # the tied rows fall in different chunks
+    monkeypatch.setattr(search, "ALL_PAIRS_CHUNK", 2)
+    chunked = search.nearest_rows(bank, queries, 6)
+    np.testing.assert_array_equal(chunked[0], whole[0])
+    assert chunked[0][0][:4].tolist() == [2, 5, 17, 33]
+    brute = np.lexsort((np.broadcast_to(np.arange(40), (3, 40)), -(queries @ bank.T)), axis=1)[:, :6]
+    np.testing.assert_array_equal(chunked[0], brute)
+    own = search.nearest_rows(bank, bank[8:12], 3, self_offset=8)[0]
+    assert not any(8 + i in row for i, row in enumerate(own))
