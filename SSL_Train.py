@@ -117,16 +117,25 @@ def check_config(cfg: dict) -> None:
             f"--RUN_NAME={cfg['RUN_NAME']!r}: give a plain folder name")
 
 
-def prepare_run_dir(run_dir: Path, resume: bool) -> None:
-    """Create the run folder; never reuse a finished or running one unless resuming it."""
+def prepare_run_dir(run_dir: Path, resume: bool) -> bool:
+    """Create the run folder; never reuse a finished or running one unless resuming it. Returns
+    whether training continues from last.ckpt: a run stopped before its first checkpoint has
+    nothing to continue, so --RESUME=True starts it again from epoch 0 in the same folder."""
+    started = run_dir.exists() and any(run_dir.iterdir())
     if resume:
-        if not (run_dir / "last.ckpt").is_file():
-            raise UserError(f"cannot resume: {run_dir / 'last.ckpt'} does not exist; "
-                            f"drop --RESUME=True to start run {run_dir.name!r} afresh")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(f"run folder {run_dir} already exists; pass --RESUME=True to continue it "
-                        f"or choose another --RUN_NAME")
+        if (run_dir / "last.ckpt").is_file():
+            return True
+        if not (run_dir / "config.json").is_file():
+            raise UserError(f"cannot resume: {run_dir} holds no run (no config.json, no last.ckpt); "
+                            f"drop --RESUME=True to start run {run_dir.name!r}")
+        print(f"{run_dir} holds no checkpoint (the run stopped during its first epoch): starting it again")
+        return False
+    if started:
+        hint = ("it holds no checkpoint yet (stopped during its first epoch?): pass --RESUME=True to start "
+                "it again" if not (run_dir / "last.ckpt").is_file() else "pass --RESUME=True to continue it")
+        raise UserError(f"run folder {run_dir} already exists; {hint}, or choose another --RUN_NAME")
     run_dir.mkdir(parents=True, exist_ok=True)
+    return False
 
 
 def split_files(files: list, val_fraction: float, seed: int):
@@ -192,12 +201,13 @@ def main(argv):
                 "accelerator": accelerator, "precision": precision, "optimizer": recipe.optimizer,
                 "base_lr": lr, "peak_lr": peak_lr(recipe, lr, cfg["BATCH_SIZE"]), "weight_decay": weight_decay}
     run_dir = Path(cfg["CHECKPOINT_DIR"]) / cfg["RUN_NAME"]
+    continuing = cfg["RESUME"] and (run_dir / "last.ckpt").is_file()
     # Under DDP every rank runs this script; only rank 0 claims the folder and writes the config.
     if rank_zero_only.rank == 0:
         prepare_run_dir(run_dir, cfg["RESUME"])
         print(f"run folder: {run_dir}\nhyperparameters:\n{format_config(cfg)}\n"
               f"resolved:\n{format_config(resolved)}")
-        name = f"config.resume{len(list(run_dir.glob('config*.json')))}.json" if cfg["RESUME"] else "config.json"
+        name = f"config.resume{len(list(run_dir.glob('config*.json')))}.json" if continuing else "config.json"
         write_json(run_dir / name, {"hyperparameters": cfg, "resolved": resolved})
 
     # The folder holds our config.json; prepare_run_dir already refused any folder from another run.
@@ -221,7 +231,7 @@ def main(argv):
         model = model.to(memory_format=torch.channels_last)
     if cfg["COMPILE"]:
         model.backbone.compile()  # in place: checkpoint keys stay the same
-    if cfg["RESUME"]:
+    if continuing:
         check_resume_matches(run_dir, model)
     callbacks = [LearningRateMonitor(logging_interval="epoch")]
     if cfg["LABELS"]:
@@ -239,7 +249,12 @@ def main(argv):
         callbacks=[checkpoint, *callbacks],
         logger=CSVLogger(run_dir, name="logs"), plugins=[AtomicCheckpointIO()],
         log_every_n_steps=cfg["LOG_EVERY_N_STEPS"], enable_model_summary=False)
-    trainer.fit(model, datamodule=data, ckpt_path=str(run_dir / "last.ckpt") if cfg["RESUME"] else None)
+    try:
+        trainer.fit(model, datamodule=data, ckpt_path=str(run_dir / "last.ckpt") if continuing else None)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1) after its clean-up
+            raise KeyboardInterrupt from None
+        raise
 
     if trainer.global_rank == 0:
         std = trainer.callback_metrics.get("val_output_std" if val_files else "train_output_std")

@@ -116,6 +116,12 @@ def atomic_path(path: Path):
             os.unlink(tmp)
 
 
+def fingerprint(path: Path) -> list:
+    """[size, modification time in ns] of a file: any rewrite, truncation or copy over it changes it."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def write_json(path: Path, data) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -137,5 +143,6 @@ def run_main(main, argv=None) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: finished files are kept, nothing half-written was left", file=sys.stderr)
+        print("interrupted: finished files are kept, nothing half-written was left (a training run "
+              "continues with --RESUME=True)", file=sys.stderr)
         sys.exit(130)

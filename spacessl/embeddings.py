@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from collate import eval_transform
-from .config import UserError, atomic_path, write_json
+from .config import UserError, atomic_path, fingerprint, write_json
 from .hardware import autocast
 from .images import UNREADABLE_ERRORS, ImageFolder, collate_readable, data_digest, from_stored, read_image
 
@@ -126,28 +126,51 @@ def cache_meta(checkpoint, root, files) -> dict:
             "data_dir": str(Path(root).resolve()), "data_sha256": data_digest(root, files), "n_files": len(files)}
 
 
+CACHE_FILES = ("embeddings.npy", "filenames.csv")
+
+
 def read_cache(cache_dir: Path, meta: dict):
-    """(embeddings memmap, file names) if cache_dir holds a complete cache made from `meta`, else
-    None; a stale or half-written cache loses its meta.json, so it is never half-trusted."""
+    """(embeddings memmap, file names) if cache_dir holds a complete, untouched cache made from
+    `meta`, else None. Trusted only when meta.json (written last) parses, matches `meta`, and the
+    files' sizes and times are those it recorded when the cache was finished, and the table's
+    shape agrees with the name list: anything damaged, truncated, swapped or half-written since
+    is embedded again, never half-trusted."""
     meta_path = cache_dir / "meta.json"
-    if not meta_path.is_file():
+    try:
+        old = json.loads(meta_path.read_text())
+    except FileNotFoundError:
         return None
-    old = json.loads(meta_path.read_text())
-    if all(old.get(key) == value for key, value in meta.items()) and (cache_dir / "embeddings.npy").is_file() \
-            and (cache_dir / "filenames.csv").is_file():
-        log.info("reusing embeddings in %s (same checkpoint and data)", cache_dir)
-        names = pd.read_csv(cache_dir / "filenames.csv", keep_default_na=False)["filename"]
-        return np.load(cache_dir / "embeddings.npy", mmap_mode="r"), names.tolist()
-    log.info("data or checkpoint changed since %s was built: embedding again", cache_dir)
-    meta_path.unlink()
+    except (OSError, ValueError) as err:
+        log.warning("embedding cache %s is damaged (meta.json: %s): embedding again", cache_dir, err)
+        meta_path.unlink(missing_ok=True)
+        return None
+    try:
+        same = isinstance(old, dict) and all(old.get(key) == value for key, value in meta.items())
+        untouched = same and all(old.get("files", {}).get(name) == fingerprint(cache_dir / name) for name in CACHE_FILES)
+        if untouched:
+            names = pd.read_csv(cache_dir / "filenames.csv", keep_default_na=False)["filename"].tolist()
+            vectors = np.load(cache_dir / "embeddings.npy", mmap_mode="r")
+            if vectors.shape == (len(names), old["width"]) and len(names) == old["n_embedded"]:
+                log.info("reusing embeddings in %s (same checkpoint and data)", cache_dir)
+                return vectors, names
+    except (OSError, ValueError, KeyError) as err:
+        log.warning("embedding cache %s is damaged (%s): embedding again", cache_dir, err)
+        untouched = False
+    if same and not untouched:
+        log.warning("embedding cache %s was changed or damaged after it was written: embedding again", cache_dir)
+    else:
+        log.info("data or checkpoint changed since %s was built: embedding again", cache_dir)
+    meta_path.unlink(missing_ok=True)  # another process may have removed it first
     return None
 
 
 def finish_cache(cache_dir: Path, meta: dict, kept: list, width: int) -> None:
-    """Write filenames.csv, then meta.json last: only now is the cache complete."""
+    """Write filenames.csv, then meta.json last (with both files' fingerprints): only now is the
+    cache complete."""
     with atomic_path(cache_dir / "filenames.csv") as tmp:
         pd.DataFrame({"filename": kept}).to_csv(tmp, index=False)
-    write_json(cache_dir / "meta.json", {**meta, "n_embedded": len(kept), "width": width})
+    write_json(cache_dir / "meta.json", {**meta, "n_embedded": len(kept), "width": width,
+                                         "files": {name: fingerprint(cache_dir / name) for name in CACHE_FILES}})
 
 
 def cached_embeddings(model, checkpoint, root, files, cache_dir, batch_size, num_workers, device):

@@ -75,6 +75,25 @@ def has_extension(name: str, extensions) -> bool:
     return name.lower().endswith(extensions)
 
 
+def walk_images(root: Path):
+    """Relative names of the image files below root, hidden folders and files skipped. Linked
+    folders are followed (an archive is often assembled from links to several disks), each real
+    folder once, so a link loop ends with a warning instead of walking forever."""
+    seen = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            log.warning("skipping %s: a link leads back to %s, already searched", folder, real)
+            subfolders.clear()
+            continue
+        seen.add(real)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for name in names:
+            path = Path(folder) / name
+            if not name.startswith(".") and has_extension(name, IMAGE_EXTENSIONS) and path.is_file():
+                yield path.relative_to(root).as_posix()
+
+
 def find_images(root) -> list:
     """All images below `root` (recursive, hidden folders skipped), as sorted relative names;
     each frame of a multi-frame file is one name, "<file>#<frame>"."""
@@ -84,10 +103,7 @@ def find_images(root) -> list:
                         f"(see data/README.md for getting OATH)")
     if not root.is_dir():
         raise UserError(f"--DATA_DIR={root} is a file; it must be a folder of images")
-    files = sorted(
-        path.relative_to(root).as_posix() for path in root.rglob("*")
-        if has_extension(path.name, IMAGE_EXTENSIONS) and path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(root).parts))
+    files = sorted(walk_images(root))
     if not files:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}; "
                         f"check --DATA_DIR")

@@ -18,7 +18,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .config import atomic_path, write_json
+from .config import atomic_path, fingerprint, write_json
 from .search import nearest_rows
 
 log = logging.getLogger("spacessl")
@@ -116,21 +116,24 @@ def cached_index(vectors, cache_dir: Path, source: dict, exact_limit: int, nlist
     settings = {"source": source, "exact_limit": exact_limit, "nlist": nlist, "nprobe": nprobe, "encoding": encoding,
                 "seed": seed, "recall_target": recall_target}
     meta_path, index_path = cache_dir / "index.json", cache_dir / "index.faiss"
-    if meta_path.is_file() and index_path.is_file():
+    try:
         meta = json.loads(meta_path.read_text())
-        if meta.get("settings") == settings:
+        if meta["settings"] == settings and meta["file"] == fingerprint(index_path):
             index = faiss.read_index(str(index_path))
             if hasattr(index, "nprobe"):
                 index.nprobe = meta["info"]["nprobe"]
             log.info("reusing %s index in %s (recall@10 %.3f when built)", meta["info"]["type"], index_path,
                      meta["info"]["recall_at_10"])
             return index, meta["info"]
-    if meta_path.is_file():
-        meta_path.unlink()  # whatever follows, the old index no longer describes these embeddings
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:  # faiss raises RuntimeError
+        log.warning("search index in %s is damaged (%s): building it again", cache_dir, str(err).splitlines()[0])
+    meta_path.unlink(missing_ok=True)  # whatever follows, the old index no longer describes these embeddings
     index, info = build_index(vectors, exact_limit, nlist, nprobe, encoding, seed, recall_target)
     with atomic_path(index_path) as tmp:
         faiss.write_index(index, str(tmp))
-    write_json(meta_path, {"settings": settings, "info": info})
+    write_json(meta_path, {"settings": settings, "info": info, "file": fingerprint(index_path)})
     return index, info
 
 

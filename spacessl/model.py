@@ -6,6 +6,7 @@ constructor argument in the checkpoint, so `load_model(path)` rebuilds the netwo
 alone, and `embed` is the same L2-normalised backbone output whatever the method.
 """
 
+import pickle
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -164,6 +165,14 @@ def read_checkpoint(path) -> dict:
                         f"--CHECKPOINT=<path to a .ckpt file>")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise UserError(f"checkpoint {path} could not be read ({type(err).__name__}); it is damaged "
+                            f"or not a PyTorch checkpoint") from None
+        # torch's own message goes on to suggest weights_only=False: unsafe for a file from elsewhere.
+        raise UserError(f"checkpoint {path} holds Python objects besides tensors and settings, which "
+                        f"could run code when loaded, so it was refused; SSL_Train.py never writes such "
+                        f"files: use a best.ckpt or last.ckpt from a run folder you trust") from None
     except Exception as err:  # torch raises many types for damaged or foreign files
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"checkpoint {path} could not be read ({reason[:200]}); it is damaged "
@@ -175,6 +184,12 @@ def read_checkpoint(path) -> dict:
     if hp["checkpoint_format"] != CHECKPOINT_FORMAT:
         raise UserError(f"checkpoint {path} has format {hp['checkpoint_format']}, this code reads "
                         f"format {CHECKPOINT_FORMAT}; use the code version that trained it")
+    sizes = {key: hp.get(key) for key in ("in_channels", "input_size", "patch_size", "batch_size", "max_epochs")}
+    bad = {key: value for key, value in sizes.items() if not isinstance(value, int) or value < 1}
+    if bad or hp.get("method") not in RECIPES or hp.get("backbone") not in BACKBONES:
+        wrong = bad or {key: hp.get(key) for key in ("method", "backbone")}
+        raise UserError(f"checkpoint {path} has impossible settings ({', '.join(f'{k}={v!r}' for k, v in wrong.items())}); "
+                        f"it was altered or damaged: use another checkpoint")
     return ckpt
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import UserError, atomic_path, write_json
+from .config import UserError, atomic_path, fingerprint, write_json
 
 log = logging.getLogger("spacessl")
 
@@ -73,12 +73,17 @@ def search_vectors(vectors, kind: str, cache_dir: Path, source: dict):
     data_path, fit_path, meta_path = (cache_dir / f"search_{kind}.npy", cache_dir / f"search_{kind}.npz",
                                       cache_dir / f"search_{kind}.json")
     settings = {"source": source, "kind": kind, "floor": WHITEN_FLOOR, "fit_rows": FIT_ROWS, "seed": SEED}
-    if meta_path.is_file() and json.loads(meta_path.read_text()) == settings and data_path.is_file() \
-            and fit_path.is_file():
-        saved = np.load(fit_path)
-        return np.load(data_path, mmap_mode="r"), Transform(kind, saved["mean"], saved["axes"])
-    if meta_path.is_file():
-        meta_path.unlink()  # whatever follows, the old files no longer describe these embeddings
+    try:
+        saved = json.loads(meta_path.read_text())
+        if saved["settings"] == settings and saved["files"] == [fingerprint(data_path), fingerprint(fit_path)]:
+            with np.load(fit_path) as fitted:
+                transform = Transform(kind, fitted["mean"], fitted["axes"])
+            return np.load(data_path, mmap_mode="r"), transform
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("post-processed embeddings in %s are damaged (%s): building them again", cache_dir, err)
+    meta_path.unlink(missing_ok=True)  # whatever follows, the old files no longer describe these embeddings
     log.info("post-processing %d embeddings (%s) into %s", len(vectors), kind, data_path)
     transform = fit(vectors, kind)
     with atomic_path(fit_path) as tmp:
@@ -91,5 +96,5 @@ def search_vectors(vectors, kind: str, cache_dir: Path, source: dict):
             out[start:start + CHUNK] = transform.apply(vectors[start:start + CHUNK])
         out.flush()
         del out
-    write_json(meta_path, settings)
+    write_json(meta_path, {"settings": settings, "files": [fingerprint(data_path), fingerprint(fit_path)]})
     return np.load(data_path, mmap_mode="r"), transform

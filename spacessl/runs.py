@@ -40,12 +40,15 @@ def new_output_dir(parent: Path, label: str) -> Path:
     """parent/<label>-<YYYYmmdd-HHMMSS>, with ~1, ~2 ... appended if that exists: results of
     earlier searches or probes are never overwritten."""
     base = parent / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
+    parent.mkdir(parents=True, exist_ok=True)
     out, suffix = base, 1
-    while out.exists():
-        out = base.with_name(f"{base.name}~{suffix}")
-        suffix += 1
-    out.mkdir(parents=True)
-    return out
+    while True:
+        try:
+            out.mkdir()  # atomic: of two processes asking at once, one gets ~1
+            return out
+        except FileExistsError:
+            out = base.with_name(f"{base.name}~{suffix}")
+            suffix += 1
 
 
 def result_dir(run, kind: str, label: str, cfg: dict, **resolved) -> Path:

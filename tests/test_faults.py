@@ -1,0 +1,194 @@
+"""Fault injection: damaged caches, stopped runs, linked folders, races, Ctrl-C and hostile
+checkpoints each end in a correct answer or a one-line error that says what to do."""
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import GALAXIES, ROOT, TINY, copy_images, run_cli
+
+import SSL_Evaluate
+import SSL_Train
+from spacessl.runs import new_output_dir
+
+CACHE = ("embeddings", "best__data")
+
+
+@pytest.fixture
+def run(trained_run, tmp_path):
+    shutil.copytree(trained_run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def search(run, *argv):
+    return run_cli(SSL_Evaluate, [f"--RUN={run}", "--NUM_WORKERS=0", "--REPORT=False", "--POSTPROCESS=none", *argv])
+
+
+def answers(run):
+    """The neighbours table of the newest search."""
+    return pd.read_csv(sorted((run / "queries").iterdir())[-1] / "neighbours.csv")
+
+
+def damage_garbage(cache):
+    (cache / "embeddings.npy").write_bytes(os.urandom(3000))
+
+
+def damage_truncate(cache):
+    data = (cache / "embeddings.npy").read_bytes()
+    (cache / "embeddings.npy").write_bytes(data[: len(data) // 2])
+
+
+def damage_empty(cache):
+    (cache / "embeddings.npy").write_bytes(b"")
+
+
+def damage_names(cache):
+    (cache / "filenames.csv").write_text("not,a\n\"broken")
+
+
+def damage_meta(cache):
+    (cache / "meta.json").write_text("{ half")
+
+
+def damage_wrong_shape(cache):
+    np.save(cache / "embeddings.npy", np.eye(10, 512, dtype=np.float32))
+
+
+def damage_nan_rows(cache):
+    vectors = np.load(cache / "embeddings.npy")
+    vectors[:5] = np.nan
+    np.save(cache / "embeddings.npy", vectors)
+
+
+def damage_shuffled_names(cache):
+    names = pd.read_csv(cache / "filenames.csv")
+    names.sample(frac=1, random_state=0).to_csv(cache / "filenames.csv", index=False)
+
+
+@pytest.mark.parametrize("damage", [damage_garbage, damage_truncate, damage_empty, damage_names, damage_meta,
+                                    damage_wrong_shape, damage_nan_rows, damage_shuffled_names])
+def test_a_damaged_embedding_cache_is_rebuilt_and_answers_right(run, damage, caplog):
+    assert search(run, "--QUERY=587722983360102542.jpg", "--TOP_K=5") == 0
+    clean = answers(run)
+    cache = run.joinpath(*CACHE)
+    reference = np.load(cache / "embeddings.npy")
+    damage(cache)
+    assert search(run, "--QUERY=587722983360102542.jpg", "--TOP_K=5") == 0
+    pd.testing.assert_frame_equal(answers(run), clean)
+    np.testing.assert_array_equal(np.load(cache / "embeddings.npy"), reference)
+    assert "embedding again" in caplog.text
+
+
+def test_damaged_search_vectors_and_index_are_rebuilt(run, caplog):
+    argv = ["--QUERY=587722983360102542.jpg", "--TOP_K=5", "--POSTPROCESS=whiten", "--EXACT_LIMIT=10", "--NLIST=4"]
+    assert search(run, *argv) == 0
+    clean = answers(run)
+    cache = run.joinpath(*CACHE)
+    (cache / "search_whiten.npy").write_bytes(b"\x93NUMPY garbage")
+    (cache / "index.faiss").write_bytes(b"half written")
+    assert search(run, *argv) == 0
+    pd.testing.assert_frame_equal(answers(run), clean)
+
+
+def test_a_run_stopped_in_its_first_epoch_can_be_started_again(tmp_path, capsys):
+    copy_images(GALAXIES, tmp_path / "data", 12)
+    args = [f"--DATA_DIR={tmp_path / 'data'}", f"--CHECKPOINT_DIR={tmp_path / 'runs'}", "--RUN_NAME=r", *TINY]
+    stopped = tmp_path / "runs" / "r"
+    (stopped / "logs" / "version_0").mkdir(parents=True)
+    (stopped / "config.json").write_text("{}")  # what a run killed before its first checkpoint leaves
+    assert run_cli(SSL_Train, args) == 2
+    assert "holds no checkpoint yet (stopped during its first epoch?): pass --RESUME=True" in capsys.readouterr().err
+    assert run_cli(SSL_Train, [*args, "--RESUME=True"]) == 0
+    assert (stopped / "last.ckpt").is_file()
+
+
+def test_linked_subfolders_are_searched_and_link_loops_end(tmp_path, caplog):
+    from spacessl.images import find_images
+
+    copy_images(GALAXIES, tmp_path / "elsewhere", 5)
+    copy_images(GALAXIES, tmp_path / "data", 3)
+    (tmp_path / "data" / "linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere" / "loop").symlink_to(tmp_path / "elsewhere")
+    names = find_images(tmp_path / "data")
+    assert len(names) == 8 and sum(n.startswith("linked/") for n in names) == 5
+    assert "a link leads back to" in caplog.text
+
+
+def test_two_processes_get_two_result_folders(tmp_path):
+    made, errors = [], []
+
+    def make():
+        try:
+            made.append(new_output_dir(tmp_path, "q"))
+        except OSError as err:
+            errors.append(err)
+    for _ in range(20):
+        threads = [threading.Thread(target=make) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors and len(set(made)) == 40
+
+
+def test_a_stale_cache_removed_by_another_process_meanwhile(run, monkeypatch):
+    from spacessl import embeddings
+
+    assert search(run) == 0
+    cache = run.joinpath(*CACHE)
+    real_loads = embeddings.json.loads
+
+    def racing_loads(text):  # the other process finds the same stale cache and removes it first
+        (cache / "meta.json").unlink()
+        return real_loads(text)
+    monkeypatch.setattr(embeddings.json, "loads", racing_loads)
+    assert embeddings.read_cache(cache, {"checkpoint_sha256": "another checkpoint"}) is None
+
+
+def test_ctrl_c_during_training_exits_130_with_one_line(tmp_path):
+    copy_images(GALAXIES, tmp_path / "data", 24)
+    args = [f"--DATA_DIR={tmp_path / 'data'}", f"--CHECKPOINT_DIR={tmp_path / 'runs'}", "--RUN_NAME=r",
+            *[a for a in TINY if not a.startswith("--MAX_EPOCHS")], "--MAX_EPOCHS=1000"]
+    process = subprocess.Popen([sys.executable, "SSL_Train.py", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "runs" / "r" / "last.ckpt").is_file() and time.time() < deadline:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1].startswith("interrupted: finished files are kept")
+    assert "Traceback" not in err and not list((tmp_path / "runs" / "r").glob(".*.tmp*"))
+
+
+class Payload:
+    pass
+
+
+@pytest.mark.parametrize("content,message", [
+    ({"state_dict": collections.OrderedDict(), "hyper_parameters": {"x": Payload()}},
+     "holds Python objects besides tensors and settings"),
+])
+def test_a_checkpoint_with_code_is_refused_without_unsafe_advice(tmp_path, capsys, content, message):
+    torch.save(content, tmp_path / "best.ckpt")
+    assert search(tmp_path) == 2
+    err = capsys.readouterr().err
+    assert message in err and "weights_only=False" not in err and err.count("\n") == 1
+
+
+def test_a_checkpoint_with_impossible_settings_is_refused(trained_run, tmp_path, capsys):
+    ckpt = torch.load(trained_run / "best.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["input_size"] = 0
+    torch.save(ckpt, tmp_path / "best.ckpt")
+    assert search(tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "impossible settings (input_size=0)" in err and err.count("\n") == 1
