@@ -23,7 +23,8 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
-from spacessl.config import atomic_path, format_config, require, resolve_config, run_main, usage, wants_help, write_json
+from spacessl.config import (atomic_path, format_config, new_memmap, require, resolve_config, run_main, usage,
+                             wants_help, write_json)
 from spacessl.embeddings import COPY_CHUNK, cache_meta, eval_dataset, finish_cache, read_cache
 from spacessl.hardware import lightning_precision
 from spacessl.images import collate_readable, find_images, loader_workers
@@ -54,8 +55,7 @@ class ShardWriter(BasePredictionWriter):
         # A distributed sampler hands each rank at most ceil(n / world size) items.
         capacity = math.ceil(self.n_files / trainer.world_size)
         self.rank = trainer.global_rank
-        self.vectors = np.lib.format.open_memmap(self.shard_dir / f"rank{self.rank}.npy", mode="w+",
-                                                 dtype=np.float32, shape=(capacity, self.width))
+        self.vectors = new_memmap(self.shard_dir / f"rank{self.rank}.npy", np.float32, (capacity, self.width))
         self.rows = np.zeros(capacity, dtype=np.int64)
         self.count = 0
 
@@ -91,7 +91,7 @@ def merge_shards(shard_dir: Path, world_size: int, files: list, width: int, out:
     order, first = np.unique(rows, return_index=True)  # file indices ascending, first copy of each
     ranks, positions = ranks[first], positions[first]
     with atomic_path(out) as tmp:
-        merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(order), width))
+        merged = new_memmap(tmp, np.float32, (len(order), width))
         for rank in range(world_size):
             shard = np.load(shard_dir / f"rank{rank}.npy", mmap_mode="r")
             targets = np.flatnonzero(ranks == rank)

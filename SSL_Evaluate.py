@@ -41,6 +41,8 @@ POSTPROCESS = "whiten"          # embeddings before cosine search, fitted on thi
                                 # whiten (PCA-whitened; the measured best, README "Retrieval quality") | centre | none
 TOP_K = 10                      # neighbours to return, >= 1
 DATA_DIR = ""                   # images to search; "" = the folder the run was trained on
+OUTPUT_DIR = ""                 # where results go; "" = inside the run folder, or checkpoints/<run name> here
+                                # when the run folder cannot be written (a colleague's run, a read-only mount)
 BATCH_SIZE = 256                # images per embedding batch
 NUM_WORKERS = -1                # data-loading processes: -1 = one per CPU core (capped) | 0 = in-process
 DEVICE = "auto"                 # auto (GPU if present) | cpu | cuda
@@ -67,7 +69,7 @@ log = logging.getLogger("spacessl")
 def report_map(cfg: dict, run):
     """The run's newest map of exactly these images, or a new one (saved under <run>/maps); None
     when there are too few images to map."""
-    coords = latest_map(run.run_dir, run.names)
+    coords = latest_map(run.home, run.names)
     if coords is not None:
         return coords
     try:
@@ -75,7 +77,7 @@ def report_map(cfg: dict, run):
     except UserError as err:
         log.warning("report without a map: %s", err)
         return None
-    map_dir = new_output_dir(run.run_dir / "maps", cfg["MAP_METHOD"])
+    map_dir = new_output_dir(run.home / "maps", cfg["MAP_METHOD"])
     save_map(map_dir, coords, run.names, None, f"{cfg['MAP_METHOD']} map of {len(run.names)} images")
     return coords
 

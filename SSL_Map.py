@@ -21,6 +21,8 @@ from spacessl.runs import open_run, result_dir
 RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py
 CHECKPOINT = "best"             # best | last | path to a .ckpt file (results go beside it)
 DATA_DIR = ""                   # images; "" = the folder the run was trained on
+OUTPUT_DIR = ""                 # where results go; "" = inside the run folder, or checkpoints/<run name> here
+                                # when the run folder cannot be written (a colleague's run, a read-only mount)
 POSTPROCESS = "whiten"          # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
                                 # whiten (PCA-whitened; the measured best, README "Retrieval quality") | centre | none
 MAP_METHOD = "umap"             # umap (umap-learn) | tsne (scikit-learn)

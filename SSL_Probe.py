@@ -36,6 +36,8 @@ ID_COLUMN = ""                  # column naming the image (path, file name, stem
 CLASS_COLUMN = ""               # column with the class; "" = auto (class, label, class6, CLASS, class2)
 MERGE_CLASSES = ""              # classes scored as one, "a+b" or "a+b;c+d" (e.g. "1+2": both spiral windings)
 DATA_DIR = ""                   # images; "" = the folder the run was trained on
+OUTPUT_DIR = ""                 # where results go; "" = inside the run folder, or checkpoints/<run name> here
+                                # when the run folder cannot be written (a colleague's run, a read-only mount)
 POSTPROCESS = "whiten"          # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
                                 # whiten (PCA-whitened; the measured best, README "Retrieval quality") | centre | none
 FOLDS = 5                       # stratified cross-validation folds, >= 2 (fewer if a class is smaller)

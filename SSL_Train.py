@@ -117,25 +117,31 @@ def check_config(cfg: dict) -> None:
             f"--RUN_NAME={cfg['RUN_NAME']!r}: give a plain folder name")
 
 
-def prepare_run_dir(run_dir: Path, resume: bool) -> bool:
-    """Create the run folder; never reuse a finished or running one unless resuming it. Returns
-    whether training continues from last.ckpt: a run stopped before its first checkpoint has
-    nothing to continue, so --RESUME=True starts it again from epoch 0 in the same folder."""
+def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    """Create the run folder; never reuse a finished or running one unless resuming it. A run
+    stopped before its first checkpoint has nothing to continue, so --RESUME=True starts it again
+    from epoch 0 in the same folder."""
     started = run_dir.exists() and any(run_dir.iterdir())
     if resume:
-        if (run_dir / "last.ckpt").is_file():
-            return True
+        if resume_checkpoint(run_dir):
+            return
         if not (run_dir / "config.json").is_file():
             raise UserError(f"cannot resume: {run_dir} holds no run (no config.json, no last.ckpt); "
                             f"drop --RESUME=True to start run {run_dir.name!r}")
         print(f"{run_dir} holds no checkpoint (the run stopped during its first epoch): starting it again")
-        return False
+        return
     if started:
         hint = ("it holds no checkpoint yet (stopped during its first epoch?): pass --RESUME=True to start "
-                "it again" if not (run_dir / "last.ckpt").is_file() else "pass --RESUME=True to continue it")
+                "it again" if not resume_checkpoint(run_dir) else "pass --RESUME=True to continue it")
         raise UserError(f"run folder {run_dir} already exists; {hint}, or choose another --RUN_NAME")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return False
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".writable"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"cannot write the run folder {run_dir} ({err.strerror}); choose a writable "
+                        f"--CHECKPOINT_DIR") from None
 
 
 def split_files(files: list, val_fraction: float, seed: int):
@@ -160,9 +166,16 @@ def choose_hardware(cfg: dict):
     return "gpu", lightning_precision("cuda")
 
 
-def check_resume_matches(run_dir: Path, model) -> None:
+def resume_checkpoint(run_dir: Path):
+    """The checkpoint to continue from: last.ckpt, else best.ckpt (a save of last.ckpt that failed,
+    e.g. on a full disk, leaves best.ckpt), else None (the run stopped before its first)."""
+    return next((run_dir / name for name in ("last.ckpt", "best.ckpt") if (run_dir / name).is_file()), None)
+
+
+def check_resume_matches(checkpoint: Path, model) -> None:
     """Refuse to resume into a differently shaped network (the weights would not fit)."""
-    saved = read_checkpoint(run_dir / "last.ckpt")["hyper_parameters"]
+    run_dir = checkpoint.parent
+    saved = read_checkpoint(checkpoint)["hyper_parameters"]
     for key in ("method", "backbone", "stem", "in_channels", "proj_hidden_dim", "proj_out_dim", "pred_hidden_dim",
                 "patch_size", "decoder_dim", "decoder_layers"):
         if saved.get(key) != model.hparams[key]:
@@ -201,13 +214,13 @@ def main(argv):
                 "accelerator": accelerator, "precision": precision, "optimizer": recipe.optimizer,
                 "base_lr": lr, "peak_lr": peak_lr(recipe, lr, cfg["BATCH_SIZE"]), "weight_decay": weight_decay}
     run_dir = Path(cfg["CHECKPOINT_DIR"]) / cfg["RUN_NAME"]
-    continuing = cfg["RESUME"] and (run_dir / "last.ckpt").is_file()
+    resume_from = resume_checkpoint(run_dir) if cfg["RESUME"] else None
     # Under DDP every rank runs this script; only rank 0 claims the folder and writes the config.
     if rank_zero_only.rank == 0:
         prepare_run_dir(run_dir, cfg["RESUME"])
         print(f"run folder: {run_dir}\nhyperparameters:\n{format_config(cfg)}\n"
               f"resolved:\n{format_config(resolved)}")
-        name = f"config.resume{len(list(run_dir.glob('config*.json')))}.json" if continuing else "config.json"
+        name = f"config.resume{len(list(run_dir.glob('config*.json')))}.json" if resume_from else "config.json"
         write_json(run_dir / name, {"hyperparameters": cfg, "resolved": resolved})
 
     # The folder holds our config.json; prepare_run_dir already refused any folder from another run.
@@ -231,8 +244,8 @@ def main(argv):
         model = model.to(memory_format=torch.channels_last)
     if cfg["COMPILE"]:
         model.backbone.compile()  # in place: checkpoint keys stay the same
-    if continuing:
-        check_resume_matches(run_dir, model)
+    if resume_from:
+        check_resume_matches(resume_from, model)
     callbacks = [LearningRateMonitor(logging_interval="epoch")]
     if cfg["LABELS"]:
         callbacks.append(knn_monitor(cfg, train_files, val_files, workers))
@@ -250,7 +263,7 @@ def main(argv):
         logger=CSVLogger(run_dir, name="logs"), plugins=[AtomicCheckpointIO()],
         log_every_n_steps=cfg["LOG_EVERY_N_STEPS"], enable_model_summary=False)
     try:
-        trainer.fit(model, datamodule=data, ckpt_path=str(run_dir / "last.ckpt") if continuing else None)
+        trainer.fit(model, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
     except SystemExit:
         if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1) after its clean-up
             raise KeyboardInterrupt from None

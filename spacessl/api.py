@@ -82,11 +82,11 @@ class Run:
 
 
 def open_run(run: str, checkpoint: str = "best", data_dir: str = "", postprocess: str = "whiten",
-             device: str = "auto", batch_size: int = 256, num_workers: int = 0) -> Run:
+             output_dir: str = "", device: str = "auto", batch_size: int = 256, num_workers: int = 0) -> Run:
     """Open a run folder written by SSL_Train.py (as SSL_Evaluate.py's RUN, CHECKPOINT, DATA_DIR,
-    POSTPROCESS, DEVICE): loads the checkpoint and embeds data_dir (default: the training
+    POSTPROCESS, OUTPUT_DIR, DEVICE): loads the checkpoint and embeds data_dir (default: the training
     images), or reuses the cached embeddings."""
     return Run(open_cached_run({"RUN": str(run), "CHECKPOINT": checkpoint, "DATA_DIR": str(data_dir),
-                                "POSTPROCESS": postprocess, "DEVICE": device, "BATCH_SIZE": batch_size,
-                                "NUM_WORKERS": num_workers}))
+                                "POSTPROCESS": postprocess, "OUTPUT_DIR": str(output_dir), "DEVICE": device,
+                                "BATCH_SIZE": batch_size, "NUM_WORKERS": num_workers}))
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .config import atomic_path, write_json
+from .config import atomic_path, new_memmap, write_json
 from .images import UNREADABLE_ERRORS, data_digest, picture_bands, read_image, resize_unit
 
 log = logging.getLogger("spacessl")
@@ -69,7 +69,7 @@ def decoded_cache(root, files, channels: int, side: int, cache_dir: Path, worker
     loader = DataLoader(Decode(root, files, channels, side, stretch), batch_size=DECODE_BATCH, num_workers=workers,
                         collate_fn=keep_as_list)
     with atomic_path(cache_dir / "images.npy") as tmp:
-        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), channels, side, side))
+        images = new_memmap(tmp, np.uint8, (len(files), channels, side, side))
         for batch in loader:
             for pixels, index in batch:
                 if pixels is not None:

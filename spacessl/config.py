@@ -6,16 +6,21 @@ Each script keeps its hyperparameters as UPPER_CASE constants at its top (nanoGP
 
 import contextlib
 import difflib
+import glob
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 TRUE_WORDS = {"true", "1", "yes", "on"}
 FALSE_WORDS = {"false", "0", "no", "off"}
 SCALAR_TYPES = (bool, int, float, str)
+TMP_MARK = ".tmp"  # in the name of every temporary file atomic_path writes
 LIGHTNING_TIP = "\N{ELECTRIC LIGHT BULB} Tip:"
 
 
@@ -103,7 +108,9 @@ def atomic_path(path: Path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    remove_orphans(path)
+    # The writer's process id is in the name, so a later writer can tell an orphan from a live write.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_MARK + path.suffix, dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -114,6 +121,43 @@ def atomic_path(path: Path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_orphans(path: Path) -> None:
+    """Delete temporary files left beside `path` by writers that were killed (kill -9, power cut):
+    those whose process no longer runs. Another process's write in progress is left alone."""
+    for orphan in path.parent.glob(f".{glob.escape(path.name)}.*{TMP_MARK}*"):
+        pid = orphan.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+            orphan.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def new_memmap(path: Path, dtype, shape):
+    """np.lib.format.open_memmap for writing, with its disk space reserved first: a full disk is a
+    one-line error here, not a bus error (SIGBUS) halfway through filling the mapped file."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    try:
+        with open(path, "r+b") as handle:
+            os.posix_fallocate(handle.fileno(), 0, os.path.getsize(path))
+    except OSError as err:
+        del array
+        path = Path(path)
+        free = shutil.disk_usage(path.parent).free
+        target = path.name[1:].split(f".{os.getpid()}.")[0] if TMP_MARK in path.name else path.name
+        raise UserError(f"not enough disk space for {target} in {path.parent} "
+                        f"({os.path.getsize(path) / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free: {err.strerror}); "
+                        f"free some space and run again") from None
+    return array
 
 
 def fingerprint(path: Path) -> list:

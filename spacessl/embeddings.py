@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from collate import eval_transform
-from .config import UserError, atomic_path, fingerprint, write_json
+from .config import UserError, atomic_path, fingerprint, new_memmap, write_json
 from .hardware import autocast
 from .images import UNREADABLE_ERRORS, ImageFolder, collate_readable, data_digest, from_stored, read_image
 
@@ -92,8 +92,7 @@ def embed_images(model, root, files, batch_size: int, num_workers: int, device: 
                 chunks.append(vectors)
             else:
                 if rows is None:
-                    rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                                     shape=(len(files), vectors.shape[1]))
+                    rows = new_memmap(tmp, np.float32, (len(files), vectors.shape[1]))
                 rows[len(kept):len(kept) + len(vectors)] = vectors
             kept.extend(files[i] for i in indices.tolist())
         if not kept:
@@ -112,7 +111,7 @@ def compact(path, n_rows: int) -> None:
     """Keep only the first n_rows of the .npy at path, copying in chunks."""
     full = np.load(path, mmap_mode="r")
     short = path.with_name(path.name + ".compact.npy")
-    out = np.lib.format.open_memmap(short, mode="w+", dtype=full.dtype, shape=(n_rows, full.shape[1]))
+    out = new_memmap(short, full.dtype, (n_rows, full.shape[1]))
     for start in range(0, n_rows, COPY_CHUNK):
         out[start:start + COPY_CHUNK] = full[start:min(start + COPY_CHUNK, n_rows)]
     out.flush()
@@ -142,8 +141,7 @@ def read_cache(cache_dir: Path, meta: dict):
         return None
     except (OSError, ValueError) as err:
         log.warning("embedding cache %s is damaged (meta.json: %s): embedding again", cache_dir, err)
-        meta_path.unlink(missing_ok=True)
-        return None
+        old = None
     try:
         same = isinstance(old, dict) and all(old.get(key) == value for key, value in meta.items())
         untouched = same and all(old.get("files", {}).get(name) == fingerprint(cache_dir / name) for name in CACHE_FILES)
@@ -153,14 +151,17 @@ def read_cache(cache_dir: Path, meta: dict):
             if vectors.shape == (len(names), old["width"]) and len(names) == old["n_embedded"]:
                 log.info("reusing embeddings in %s (same checkpoint and data)", cache_dir)
                 return vectors, names
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as err:
         log.warning("embedding cache %s is damaged (%s): embedding again", cache_dir, err)
         untouched = False
     if same and not untouched:
         log.warning("embedding cache %s was changed or damaged after it was written: embedding again", cache_dir)
     else:
         log.info("data or checkpoint changed since %s was built: embedding again", cache_dir)
-    meta_path.unlink(missing_ok=True)  # another process may have removed it first
+    try:
+        meta_path.unlink(missing_ok=True)  # another process may have removed it first
+    except OSError:
+        pass  # a read-only run folder: the caller builds a cache elsewhere
     return None
 
 

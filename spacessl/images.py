@@ -137,11 +137,14 @@ def source_file(root, name) -> Path:
 
 
 def data_digest(root, files) -> str:
-    """Changes when an image is added, removed, replaced or touched (name, size, mtime)."""
+    """Changes when an image is added, removed, replaced or touched (name, size, mtime), and when
+    its content is rewritten with the same size and its old mtime put back (cp -p, rsync -t):
+    the inode change time (ctime) moves on every write and cannot be set back. Hashing every
+    image's content instead would read the whole archive on each search."""
     digest = hashlib.sha256()
     for name in files:
         stat = source_file(root, name).stat()
-        digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\t{stat.st_ctime_ns}\n".encode())
     return digest.hexdigest()
 
 

@@ -7,6 +7,7 @@ alone, and `embed` is the same L2-normalised backbone output whatever the method
 """
 
 import pickle
+import shutil
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -153,8 +154,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     save never leaves a truncated last.ckpt behind for --RESUME to trip over."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
-        with atomic_path(Path(path)) as tmp:
-            torch.save(checkpoint, tmp)
+        path = Path(path)
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(checkpoint, tmp)
+        except (OSError, RuntimeError) as err:  # a full disk reaches torch.save as "iostream error"
+            free = shutil.disk_usage(path.parent).free
+            raise UserError(f"writing checkpoint {path} failed ({str(err).splitlines()[0][:120]}; "
+                            f"{free / 1e6:.0f} MB free in {path.parent}); the checkpoints already there "
+                            f"are kept: free some space, then continue with --RESUME=True") from None
 
 
 def read_checkpoint(path) -> dict:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import UserError, atomic_path, fingerprint, write_json
+from .config import UserError, atomic_path, fingerprint, new_memmap, write_json
 
 log = logging.getLogger("spacessl")
 
@@ -90,8 +90,7 @@ def search_vectors(vectors, kind: str, cache_dir: Path, source: dict):
         with open(tmp, "wb") as handle:
             np.savez(handle, mean=transform.mean, axes=transform.axes)
     with atomic_path(data_path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                        shape=(len(vectors), transform.axes.shape[0]))
+        out = new_memmap(tmp, np.float32, (len(vectors), transform.axes.shape[0]))
         for start in range(0, len(vectors), CHUNK):
             out[start:start + CHUNK] = transform.apply(vectors[start:start + CHUNK])
         out.flush()

@@ -1,6 +1,7 @@
 """Locating a run's checkpoint and training data, and making fresh output folders inside it."""
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 
 from .config import UserError, write_json
-from .embeddings import cached_embeddings, embed_image
+from .embeddings import cache_meta, cached_embeddings, embed_image, read_cache
 from .hardware import pick_device
 from .images import find_images, loader_workers
 from .model import SSLModel, load_model
@@ -51,11 +52,39 @@ def new_output_dir(parent: Path, label: str) -> Path:
             suffix += 1
 
 
+def writable(folder: Path) -> bool:
+    """Whether files can be made in folder (tried, since permission bits do not tell on a
+    read-only mount or for root)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def output_home(run_dir: Path, output_dir: str) -> Path:
+    """Where a script's results (and caches it must build) go: OUTPUT_DIR when given, else the
+    run folder, else, for a run folder that cannot be written (a colleague's, a read-only
+    mount), checkpoints/<run name> here, said in one line."""
+    if output_dir:
+        home = Path(output_dir)
+    elif writable(run_dir):
+        return run_dir
+    else:
+        home = Path("checkpoints") / run_dir.name
+        print(f"{run_dir} cannot be written: results go to {home} (choose another with --OUTPUT_DIR)")
+    if not writable(home):
+        raise UserError(f"cannot write results to {home}; choose a writable --OUTPUT_DIR")
+    return home
+
+
 def result_dir(run, kind: str, label: str, cfg: dict, **resolved) -> Path:
-    """A fresh <run>/<kind>/<label>-<time>/ for one script's results, with its config.json (the
-    settings given and what they resolved to: checkpoint, data folder and `resolved`) written
-    first, so every result folder says how it was made."""
-    out = new_output_dir(run.run_dir / kind, label)
+    """A fresh <home>/<kind>/<label>-<time>/ for one script's results (home: the run folder, see
+    output_home), with its config.json (the settings given and what they resolved to:
+    checkpoint, data folder and `resolved`) written first, so every result folder says how it
+    was made."""
+    out = new_output_dir(run.home / kind, label)
     write_json(out / "config.json", {"hyperparameters": cfg, "resolved": {
         "checkpoint": str(run.checkpoint.resolve()), "data_dir": str(Path(run.data_dir).resolve()), **resolved}})
     return out
@@ -75,6 +104,7 @@ class OpenRun:
     cache_dir: Path      # where the embeddings (and a search index) are cached
     skipped: list        # images of data_dir left out as unreadable
     transform: Transform  # the post-processing fitted on this folder's embeddings (postprocess.py)
+    home: Path           # where results go: the run folder, or OUTPUT_DIR's when that is read-only
 
     def embed(self, image) -> np.ndarray:
         """A file, PIL image or array as a search vector: embedded and post-processed like the rows."""
@@ -97,12 +127,18 @@ def open_run(cfg: dict) -> OpenRun:
     files = find_images(data_dir)
     workers = loader_workers(cfg["NUM_WORKERS"])
     print(f"checkpoint: {ckpt}\ndata: {data_dir} ({len(files)} images)")
-    cache_dir = embedding_cache_dir(ckpt, data_dir)
-    vectors, names = cached_embeddings(model, ckpt, data_dir, files, cache_dir, cfg["BATCH_SIZE"],
-                                       workers, device)
-    print(f"embeddings: {cache_dir / 'embeddings.npy'} ({vectors.shape[0]} x {vectors.shape[1]}), "
+    home = output_home(run_dir, cfg["OUTPUT_DIR"])
+    own_cache = embedding_cache_dir(ckpt, data_dir)
+    cache_dir = home / own_cache.relative_to(run_dir)  # where new caches and derived files go
+    # A read-only run (a colleague's) is searched from its own cache while that is valid.
+    found = read_cache(own_cache, cache_meta(ckpt, data_dir, files)) if cache_dir != own_cache else None
+    source_dir = own_cache if found else cache_dir
+    vectors, names = found or cached_embeddings(model, ckpt, data_dir, files, cache_dir, cfg["BATCH_SIZE"],
+                                                workers, device)
+    print(f"embeddings: {source_dir / 'embeddings.npy'} ({vectors.shape[0]} x {vectors.shape[1]}), "
           f"searched after post-processing: {cfg['POSTPROCESS']}")
-    source = {**json.loads((cache_dir / "meta.json").read_text()), "postprocess": cfg["POSTPROCESS"]}
+    source = {**json.loads((source_dir / "meta.json").read_text()), "postprocess": cfg["POSTPROCESS"]}
     vectors, transform = search_vectors(vectors, cfg["POSTPROCESS"], cache_dir, source)
     skipped = sorted(set(files) - set(names))
-    return OpenRun(ckpt, model, run_dir, data_dir, vectors, names, device, workers, cache_dir, skipped, transform)
+    return OpenRun(ckpt, model, run_dir, data_dir, vectors, names, device, workers, cache_dir, skipped, transform,
+                   home)

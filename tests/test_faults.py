@@ -192,3 +192,86 @@ def test_a_checkpoint_with_impossible_settings_is_refused(trained_run, tmp_path,
     assert search(tmp_path) == 2
     err = capsys.readouterr().err
     assert "impossible settings (input_size=0)" in err and err.count("\n") == 1
+
+
+def test_an_image_rewritten_with_its_old_size_and_time_is_embedded_again(run, tmp_path, caplog):
+    data = tmp_path / "data"
+    copy_images(GALAXIES, data, 6)
+    first = sorted(p.name for p in data.iterdir())[0]
+    assert search(run, f"--DATA_DIR={data}") == 0
+    before = (data / first).stat()
+    with open(data / first, "r+b") as handle:  # same size, other bytes
+        handle.seek(before.st_size // 2)
+        handle.write(b"\x00" * 64)
+    os.utime(data / first, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with caplog.at_level("INFO", logger="spacessl"):
+        assert search(run, f"--DATA_DIR={data}") == 0
+    assert "data or checkpoint changed" in caplog.text
+
+
+def test_a_full_disk_while_caching_embeddings_is_one_line_and_leaves_nothing(run, monkeypatch, capsys):
+    import errno
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    assert search(run) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: not enough disk space for embeddings.npy") and err.count("\n") == 1
+    cache = run.joinpath(*CACHE)
+    assert not list(cache.glob(".*")) and not (cache / "meta.json").exists()
+    monkeypatch.undo()
+    assert search(run) == 0  # nothing was left that blocks the next run
+
+
+def test_a_full_disk_while_saving_a_checkpoint_keeps_the_run_resumable(tmp_path, monkeypatch, capsys):
+    from spacessl import model as model_module
+
+    copy_images(GALAXIES, tmp_path / "data", 12)
+    args = [f"--DATA_DIR={tmp_path / 'data'}", f"--CHECKPOINT_DIR={tmp_path / 'runs'}", "--RUN_NAME=r", *TINY]
+    real_save, saves = torch.save, []
+
+    def fails_on_second(obj, path, *a, **k):  # best.ckpt is written, then the disk is full
+        saves.append(path)
+        if len(saves) == 2:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . basic_ios::clear: iostream error")
+        return real_save(obj, path, *a, **k)
+    monkeypatch.setattr(model_module.torch, "save", fails_on_second)
+    assert run_cli(SSL_Train, args) == 2
+    err = capsys.readouterr().err
+    assert "error: writing checkpoint" in err and "continue with --RESUME=True" in err and err.count("\n") == 1
+    run_dir = tmp_path / "runs" / "r"
+    assert not list(run_dir.glob(".*.tmp*"))
+    monkeypatch.undo()
+    assert run_cli(SSL_Train, [*args, "--RESUME=True", "--MAX_EPOCHS=2"]) == 0
+    assert (run_dir / "last.ckpt").is_file()
+
+
+def test_a_read_only_run_is_searched_and_left_untouched(run, tmp_path, monkeypatch, capsys):
+    from spacessl import runs
+
+    assert search(run) == 0  # the owner embedded it once
+    state = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    monkeypatch.setattr(runs, "writable", lambda folder: not str(folder).startswith(str(run)))
+    monkeypatch.chdir(tmp_path)
+    assert search(run, "--QUERY=587722983360102542.jpg", "--POSTPROCESS=whiten", "--TOP_K=3") == 0
+    assert f"{run} cannot be written: results go to checkpoints/run" in capsys.readouterr().out
+    assert len(pd.read_csv(next((tmp_path / "checkpoints" / "run" / "queries").iterdir()) / "neighbours.csv")) == 3
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == state  # nothing written into the run
+    elsewhere = tmp_path / "mine"
+    assert search(run, "--QUERY=587722983360102542.jpg", f"--OUTPUT_DIR={elsewhere}") == 0
+    assert (elsewhere / "queries").is_dir()
+
+
+def test_orphaned_temporary_files_of_killed_writers_are_removed(tmp_path):
+    from spacessl.config import atomic_path
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = tmp_path / f".table.csv.{dead.pid}.abc.tmp.csv"
+    live = tmp_path / ".table.csv.1.abc.tmp.csv"  # process 1 always runs: a write in progress
+    orphan.write_text("half")
+    live.write_text("half")
+    with atomic_path(tmp_path / "table.csv") as tmp:
+        tmp.write_text("whole")
+    assert not orphan.exists() and live.exists() and (tmp_path / "table.csv").read_text() == "whole"
