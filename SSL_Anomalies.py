@@ -48,6 +48,11 @@ def score_images(vectors, k: int):
     return 1 - similarity[:, -1], nearest[:, 0], 1 - similarity[:, 0]
 
 
+def caption(rank: int, score: float) -> str:
+    """The label under a pair: rank and score kept apart ("#1  d=0.104", never "#10.104")."""
+    return f"#{rank}  d={score:.3f}"
+
+
 def draw_gallery(pairs: list, channels: int, thumb: int, columns: int, out) -> None:
     """pairs: (image path, neighbour path, caption); each cell = image | neighbour + caption."""
     rows = -(-len(pairs) // columns)
@@ -85,7 +90,7 @@ def main(argv):
         table.to_csv(tmp, index=False)
     top = table.head(cfg["TOP"])
     channels, data = run.model.hparams.in_channels, run.data_dir
-    draw_gallery([(data / row.filename, data / row.nearest, f"#{row.rank}  d={row.score:.3f}")
+    draw_gallery([(data / row.filename, data / row.nearest, caption(row.rank, row.score))
                   for row in top.itertuples()], channels, cfg["THUMB_PX"], cfg["COLUMNS"],
                  out_dir / "anomalies.png")
 

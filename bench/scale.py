@@ -193,7 +193,7 @@ def search_figures(cfg, n: int, workdir: Path) -> list:
     vectors = synthetic_vectors(workdir / f"vectors_{n}.npy", n, cfg)
     nprobes = [int(p) for p in cfg["NPROBES"].split(",")]
     start = time.perf_counter()
-    index, info = build_index(vectors, exact_limit=0, nlist=cfg["NLIST"], nprobe=nprobes[0],
+    index, info = build_index(vectors, nlist=cfg["NLIST"], nprobe=nprobes[0],
                               encoding=cfg["INDEX_ENCODING"], seed=cfg["SEED"])
     build = time.perf_counter() - start
     rng = np.random.default_rng(cfg["SEED"] + 1)

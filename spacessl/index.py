@@ -1,9 +1,10 @@
 """Nearest-neighbour search at scale with FAISS (Johnson, Douze & Jégou 2019, arXiv:1702.08734).
 
-Up to `exact_limit` vectors: an exact inner-product index (IndexFlatIP; on unit vectors, inner
-product = cosine similarity). Beyond: an inverted-file index (IndexIVFFlat, or IndexIVFScalarQuantizer
-with 8-bit codes when memory matters) that searches only the `nprobe` nearest of `nlist` k-means
-cells. Its recall@10 against exact search is measured on sample queries whenever it is built.
+Above EXACT_LIMIT images (below it, queries.neighbours searches exactly): an inverted-file index
+(IndexIVFFlat, or IndexIVFScalarQuantizer with 8-bit codes when memory matters) that searches
+only the `nprobe` nearest of `nlist` k-means cells, on inner products (= cosine similarity on unit
+vectors). Its recall@10 against exact search is measured on sample queries whenever it is built,
+and nprobe is tuned there to reach a recall target.
 Vectors are read in chunks, so a memory-mapped .npy larger than RAM can be indexed.
 
 An index on disk is trusted only if its index.json (written last) matches the embeddings it was
@@ -69,52 +70,48 @@ def tune_nprobe(index, vectors, nlist: int, target: float, seed: int):
     return high, measured[high]
 
 
-def build_index(vectors, exact_limit: int, nlist: int, nprobe: int, encoding: str, seed: int,
-                recall_target: float = 0.95):
-    """(FAISS index, description). `vectors`: (n, d) float32 unit rows, e.g. a np.load memmap.
-    nprobe 0: tuned to the fewest cells that reach recall_target on the vectors' own rows."""
+def build_index(vectors, nlist: int, nprobe: int, encoding: str, seed: int, recall_target: float = 0.95):
+    """(FAISS IVF index, description). `vectors`: (n, d) float32 unit rows, e.g. a np.load memmap.
+    nprobe 0: tuned to the fewest cells that reach recall_target on the vectors' own rows.
+    (Whether to search exactly or with an index is decided once, in queries.neighbours.)"""
     n, dim = vectors.shape
-    if n <= exact_limit:
-        index, info = faiss.IndexFlatIP(dim), {"type": "exact", "recall_at_10": 1.0}
+    nlist = nlist or auto_nlist(n)
+    quantizer = faiss.IndexFlatIP(dim)
+    if encoding == "sq8":
+        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                              faiss.METRIC_INNER_PRODUCT)
     else:
-        nlist = nlist or auto_nlist(n)
-        quantizer = faiss.IndexFlatIP(dim)
-        if encoding == "sq8":
-            index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
-                                                  faiss.METRIC_INNER_PRODUCT)
-        else:
-            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(n, size=min(n, max(nlist * TRAIN_PER_CELL, 1), MAX_TRAIN), replace=False))
-        log.info("training IVF index: %d cells on %d of %d vectors", nlist, len(sample), n)
-        index.train(np.asarray(vectors[sample], dtype=np.float32))
-        info = {"type": f"ivf-{encoding}", "nlist": nlist, "recall_target": recall_target}
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, max(nlist * TRAIN_PER_CELL, 1), MAX_TRAIN), replace=False))
+    log.info("training IVF index: %d cells on %d of %d vectors", nlist, len(sample), n)
+    index.train(np.asarray(vectors[sample], dtype=np.float32))
     for start in range(0, n, ADD_CHUNK):
         index.add(np.asarray(vectors[start:start + ADD_CHUNK], dtype=np.float32))
-    if info["type"] != "exact":
-        tuned = not nprobe
-        if nprobe:
-            index.nprobe = nprobe
-            info["recall_at_10"] = recall_at_k(index, vectors, RECALL_K, RECALL_QUERIES, seed)
-        else:
-            nprobe, info["recall_at_10"] = tune_nprobe(index, vectors, nlist, recall_target, seed)
-        info["nprobe"] = nprobe
-        log.info("IVF index over %d vectors: recall@%d %.3f against exact search (nprobe %d of %d cells%s)",
-                 n, RECALL_K, info["recall_at_10"], nprobe, nlist, ", tuned" if tuned else "")
-        if info["recall_at_10"] < recall_target:
-            log.warning("the index's recall@%d is %.3f, below the target %.2f: %s", RECALL_K, info["recall_at_10"],
-                        recall_target, "raise --NPROBE or set --NPROBE=0 to tune it" if nprobe != nlist else
-                        "even every cell probed falls short (8-bit codes?); use --INDEX_ENCODING=flat "
-                        "or a larger --EXACT_LIMIT")
+    info = {"type": f"ivf-{encoding}", "nlist": nlist, "recall_target": recall_target}
+    tuned = not nprobe
+    if nprobe:
+        index.nprobe = nprobe
+        info["recall_at_10"] = recall_at_k(index, vectors, RECALL_K, RECALL_QUERIES, seed)
+    else:
+        nprobe, info["recall_at_10"] = tune_nprobe(index, vectors, nlist, recall_target, seed)
+    info["nprobe"] = nprobe
+    log.info("IVF index over %d vectors: recall@%d %.3f against exact search (nprobe %d of %d cells%s)",
+             n, RECALL_K, info["recall_at_10"], nprobe, nlist, ", tuned" if tuned else "")
+    if info["recall_at_10"] < recall_target:
+        log.warning("the index's recall@%d is %.3f, below the target %.2f: %s", RECALL_K, info["recall_at_10"],
+                    recall_target, "raise --NPROBE or set --NPROBE=0 to tune it" if nprobe != nlist else
+                    "even every cell probed falls short (8-bit codes?); use --INDEX_ENCODING=flat "
+                    "or a larger --EXACT_LIMIT")
     return index, {**info, "n": n, "dim": dim}
 
 
-def cached_index(vectors, cache_dir: Path, source: dict, exact_limit: int, nlist: int, nprobe: int,
-                 encoding: str, seed: int, recall_target: float = 0.95):
+def cached_index(vectors, cache_dir: Path, source: dict, nlist: int, nprobe: int, encoding: str, seed: int,
+                 recall_target: float = 0.95):
     """The index for the embeddings in cache_dir (described by `source`, their meta.json), loaded
     if it was completely built from them with these settings, else built and saved."""
-    settings = {"source": source, "exact_limit": exact_limit, "nlist": nlist, "nprobe": nprobe, "encoding": encoding,
-                "seed": seed, "recall_target": recall_target}
+    settings = {"source": source, "nlist": nlist, "nprobe": nprobe, "encoding": encoding, "seed": seed,
+                "recall_target": recall_target}
     meta_path, index_path = cache_dir / "index.json", cache_dir / "index.faiss"
     try:
         meta = json.loads(meta_path.read_text())
@@ -130,7 +127,7 @@ def cached_index(vectors, cache_dir: Path, source: dict, exact_limit: int, nlist
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:  # faiss raises RuntimeError
         log.warning("search index in %s is damaged (%s): building it again", cache_dir, str(err).splitlines()[0])
     meta_path.unlink(missing_ok=True)  # whatever follows, the old index no longer describes these embeddings
-    index, info = build_index(vectors, exact_limit, nlist, nprobe, encoding, seed, recall_target)
+    index, info = build_index(vectors, nlist, nprobe, encoding, seed, recall_target)
     with atomic_path(index_path) as tmp:
         faiss.write_index(index, str(tmp))
     write_json(meta_path, {"settings": settings, "info": info, "file": fingerprint(index_path)})

@@ -90,8 +90,8 @@ def neighbours(run, query: np.ndarray, k: int, exclude=(), exact_limit: int = 20
         rows, distances = top_k(run.vectors, query, k, exclude=exclude)
     else:
         source = {**json.loads((run.cache_dir / "meta.json").read_text()), "postprocess": run.transform.kind}
-        index, info = cached_index(run.vectors, run.cache_dir, source, exact_limit, nlist, nprobe, encoding,
-                                   INDEX_SEED, recall_target)
+        index, info = cached_index(run.vectors, run.cache_dir, source, nlist, nprobe, encoding, INDEX_SEED,
+                                   recall_target)
         log.info("searched with a %s index, %d of %d cells probed (recall@10 %.3f against exact search)",
                  info["type"], info["nprobe"], info["nlist"], info["recall_at_10"])
         rows, distances = index_search(on_gpus_if_available(index), query, min(k, available), exclude=exclude)

@@ -275,3 +275,11 @@ def test_orphaned_temporary_files_of_killed_writers_are_removed(tmp_path):
     with atomic_path(tmp_path / "table.csv") as tmp:
         tmp.write_text("whole")
     assert not orphan.exists() and live.exists() and (tmp_path / "table.csv").read_text() == "whole"
+
+
+def test_an_unwritable_checkpoint_folder_is_one_line(tmp_path, capsys):
+    copy_images(GALAXIES, tmp_path / "data", 4)
+    (tmp_path / "file").write_text("a file where a folder should be")
+    assert run_cli(SSL_Train, [f"--DATA_DIR={tmp_path / 'data'}", f"--CHECKPOINT_DIR={tmp_path / 'file'}", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write the run folder") and "choose a writable --CHECKPOINT_DIR" in err

@@ -159,6 +159,12 @@ def test_anomaly_score_ranks_the_odd_one_out_first():
     assert nearest[6] == 5 and distance[6] == pytest.approx(1 - np.cos(np.deg2rad(55)))
 
 
+def test_anomaly_caption_keeps_rank_and_score_apart():
+    from SSL_Anomalies import caption
+
+    assert caption(1, 0.104) == "#1  d=0.104" and caption(10, 0.1) == "#10  d=0.100"
+
+
 def test_anomaly_command_writes_ranked_table_and_gallery(run, tmp_path):
     assert run_cli(SSL_Anomalies, [f"--RUN={run}", "--NUM_WORKERS=0", "--TOP=6", "--K=3", "--THUMB_PX=32"]) == 0
     out = next((run / "anomalies").iterdir())
