@@ -30,7 +30,7 @@ from spacessl.images import STRETCHES, detect_channels, find_images, loader_work
 from spacessl.knn_monitor import KNNMonitor
 from spacessl.labels import match_labels, read_labels
 from spacessl.methods import RECIPES, peak_lr
-from spacessl.model import BACKBONES, STEMS, VITS, AtomicCheckpointIO, SSLModel, read_checkpoint
+from spacessl.model import BACKBONES, VITS, AtomicCheckpointIO, SSLModel, read_checkpoint
 
 # ---- hyperparameters --------------------------------------------------------------------------
 DATA_DIR = "data/oath/images/cropped_scaled"  # folder of images, searched recursively (png, jpg, tif, bmp, fits, npy, pgm)
@@ -41,8 +41,6 @@ METHOD = "simclr"               # self-supervised objective (methods.py): simclr
 AUGMENTATION = "allsky"         # augmentation preset in collate.py: allsky | astro | natural, optionally with
                                 # changes for a trial, e.g. "astro:min_scale=0.2,gaussian_blur=0"
 BACKBONE = "resnet18"           # random init: resnet18 | resnet34 | resnet50 | vit_tiny | vit_small | vit_base (mae needs a vit)
-STEM = "standard"               # resnet input stem: standard (7x7/2 conv + max-pool, for >= 128 px) | nopool
-                                # (no max-pool: twice the feature-map side, for small inputs)
 CHANNELS = 0                    # model input channels: 0 = from the data (1 if all grey, 3 if colour, N for N-band arrays)
 STRETCH = "auto"                # pixel values -> [0, 1], per image, all bands on one scale (images.py):
                                 # auto (8-bit as is, deeper data percentile) | none (integers / type max, floats
@@ -88,7 +86,6 @@ def check_config(cfg: dict) -> None:
         preset_kwargs(cfg["AUGMENTATION"])
     except ValueError as err:
         raise UserError(f"--AUGMENTATION={cfg['AUGMENTATION']}: {err}") from None
-    require(cfg["STEM"] in STEMS, f"--STEM={cfg['STEM']}: choose one of {', '.join(STEMS)}")
     require(cfg["METHOD"] in RECIPES, f"--METHOD={cfg['METHOD']}: choose one of {', '.join(RECIPES)}")
     require(cfg["BACKBONE"] in BACKBONES,
             f"--BACKBONE={cfg['BACKBONE']}: choose one of {', '.join(BACKBONES)}")
@@ -176,7 +173,7 @@ def check_resume_matches(checkpoint: Path, model) -> None:
     """Refuse to resume into a differently shaped network (the weights would not fit)."""
     run_dir = checkpoint.parent
     saved = read_checkpoint(checkpoint)["hyper_parameters"]
-    for key in ("method", "backbone", "stem", "in_channels", "proj_hidden_dim", "proj_out_dim", "pred_hidden_dim",
+    for key in ("method", "backbone", "in_channels", "proj_hidden_dim", "proj_out_dim", "pred_hidden_dim",
                 "patch_size", "decoder_dim", "decoder_layers"):
         if saved.get(key) != model.hparams[key]:
             raise UserError(f"cannot resume {run_dir}: it was trained with {key}={saved.get(key)!r}, "
@@ -230,7 +227,7 @@ def main(argv):
                        cfg["BATCH_SIZE"], workers, pin_memory=accelerator == "gpu",
                        channels_last=accelerator == "gpu", cache_dir=run_dir / "cache" if cfg["CACHE"] else None,
                        cache_side=cfg["CACHE_SIZE"], batch_augment=cfg["BATCH_AUGMENT"], stretch=cfg["STRETCH"])
-    model = SSLModel(method=cfg["METHOD"], backbone=cfg["BACKBONE"], stem=cfg["STEM"], in_channels=channels,
+    model = SSLModel(method=cfg["METHOD"], backbone=cfg["BACKBONE"], in_channels=channels,
                      input_size=cfg["INPUT_SIZE"], augmentation=cfg["AUGMENTATION"], stretch=cfg["STRETCH"],
                      proj_hidden_dim=cfg["PROJ_HIDDEN_DIM"], proj_out_dim=cfg["PROJ_OUT_DIM"],
                      pred_hidden_dim=cfg["PRED_HIDDEN_DIM"], temperature=cfg["TEMPERATURE"],

@@ -11,7 +11,7 @@ the labelled images with best.ckpt, and each vector it could search with (`pool`
 output, today's search vector; `l3+l4`: layer3 and layer4 pooled side by side; `proj`: the
 projection head's output) is scored after each post-processing in POSTPROCESS (`none`,
 `centre`: subtract the set's mean vector, `whiten`: PCA-whiten; both renormalised). The
-random-weights network of every stem in use and raw pixels are scored with the same seeds and
+same network with random weights and raw pixels are scored with the same seeds and
 post-processings. Scores: precision@10 (share of the 10 cosine neighbours in the query's class,
 over all labelled images), 5-fold kNN (k = 20) and linear-probe accuracy, and kNN accuracy with
 5 labels per class. A line per result is appended to <run folder>/results.csv as it comes, so a
@@ -57,6 +57,7 @@ EPOCHS = 30                      # training epochs per row
 BATCH_SIZE = 128                 # training batch
 WARMUP_EPOCHS = 3                # learning-rate warm-up (fewer when EPOCHS is smaller)
 POSTPROCESS = "none,centre,whiten"  # post-processings scored, comma-separated
+FEATURES = "pool,l3+l4,proj"     # search vectors scored, comma-separated (see above)
 RANDOM_BASELINE = True           # also score random weights and raw pixels
 REUSE = ""                       # an earlier ablation folder: rows trained there are scored again, not retrained
 SHARED = "../shared/data"        # the read-only archive copies
@@ -79,7 +80,6 @@ ROW_SETTINGS = {
     "jitter08": ["--AUGMENTATION=astro:cj_bright=0.8,cj_contrast=0.8"],
     "temp02": ["--TEMPERATURE=0.2"],
     "temp01": ["--TEMPERATURE=0.1"],
-    "nopool": ["--STEM=nopool"],
 }
 SETS = {  # input size the network sees, labels' merged classes
     "mirabest": {"input": 64, "merge": ""},
@@ -123,7 +123,8 @@ def feature_sets(model, images: Path, names: list, workers: int) -> dict:
 
 def score(name: str, seed: int, features: dict, classes, names, cfg) -> list:
     rows = []
-    for (feature, vectors), kind in itertools.product(features.items(), cfg["POSTPROCESS"].split(",")):
+    chosen = {name: v for name, v in features.items() if name in cfg["FEATURES"].split(",") + ["pixels"]}
+    for (feature, vectors), kind in itertools.product(chosen.items(), cfg["POSTPROCESS"].split(",")):
         v = postprocess.fit(vectors, kind).apply(vectors)
         cv = cross_validate(v, classes, 5, cfg["KNN_K"], [cfg["FEW_SHOT"]], 1.0, 2000, seed)
         row = {"row": name, "seed": seed, "feature": feature, "post": kind,
@@ -167,7 +168,7 @@ def main(argv):
     results = out / "results.csv"
     torch.set_num_threads(cfg["NUM_WORKERS"])
     print(f"{cfg['SET']}: {len(names)} labelled images; results: {results}", flush=True)
-    stems = {}  # stem -> hyperparameters of a trained model with it, for its random-weights twin
+    architecture = None  # hyperparameters of a trained model, for its random-weights twin
     for name in rows:
         for seed in seeds:
             run_name = f"{name}_s{seed}"
@@ -185,17 +186,16 @@ def main(argv):
                 checkpoint = out / "runs" / run_name / "best.ckpt"
             minutes = (time.perf_counter() - start) / 60
             model = load_model(checkpoint)
-            stems[model.hparams.stem] = dict(model.hparams)
+            architecture = dict(model.hparams)
             features = feature_sets(model, images, names, cfg["NUM_WORKERS"])
             append(results, [{**r, "train_min": round(minutes, 1)}
                              for r in score(name, seed, features, classes, names, cfg)])
     if cfg["RANDOM_BASELINE"]:
         for seed in seeds:
-            for stem, hparams in stems.items():
-                torch.manual_seed(seed)
-                features = feature_sets(SSLModel(**hparams), images, names, cfg["NUM_WORKERS"])
-                append(results, score(f"random_{stem}", seed, features, classes, names, cfg))
-            pixels = raw_pixel_embeddings(images, names, hparams["in_channels"], 32, 128, seed)
+            torch.manual_seed(seed)
+            features = feature_sets(SSLModel(**architecture), images, names, cfg["NUM_WORKERS"])
+            append(results, score("random_weights", seed, features, classes, names, cfg))
+            pixels = raw_pixel_embeddings(images, names, architecture["in_channels"], 32, 128, seed)
             append(results, score("raw_pixels", seed, {"pixels": pixels}, classes, names, cfg))
     table = pd.read_csv(results)
     metrics = [c for c in ("precision@10", "knn", "linear", "knn_5shot", "demo_edge_on") if c in table]

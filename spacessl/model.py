@@ -35,17 +35,12 @@ RESNETS = {
 VITS = {"vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6), "vit_base": (768, 12, 12)}
 VIT_MLP_RATIO = 4
 BACKBONES = (*RESNETS, *VITS)
-# ResNet input stems. torchvision's divides the side by 4 before the first block (ImageNet's
-# 224 px); on a 64 px crop that leaves layer4 a 2 x 2 map. "nopool" drops the max-pool, so small
-# inputs keep twice the resolution throughout (4x the compute), a middle way to the CIFAR stem of
-# SimCLR appendix B.9 (3x3 stride-1 conv, no pool: 16x the compute).
-STEMS = ("standard", "nopool")
 # Bumped when the module changes in a way old checkpoints cannot be loaded into.
 CHECKPOINT_FORMAT = 2
 LR_END_FACTOR = 1e-3  # the cosine decays to this fraction of the peak rate (lightly's default)
 
 
-def build_backbone(name: str, in_channels: int, input_size: int, patch_size: int, stem: str = "standard"):
+def build_backbone(name: str, in_channels: int, input_size: int, patch_size: int):
     """A randomly initialised backbone mapping (N, in_channels, size, size) images to (N, width)
     features, and its width: a torchvision ResNet without its classifier, or a torchvision ViT
     (class-token output) wrapped by lightly so MAE can feed it only the visible patches."""
@@ -62,8 +57,6 @@ def build_backbone(name: str, in_channels: int, input_size: int, patch_size: int
         old = net.conv1
         net.conv1 = nn.Conv2d(in_channels, old.out_channels, kernel_size=old.kernel_size,
                               stride=old.stride, padding=old.padding, bias=False)
-    if stem == "nopool":
-        net.maxpool = nn.Identity()
     width = net.fc.in_features
     net.fc = nn.Identity()
     return net, width
@@ -77,14 +70,14 @@ class SSLModel(pl.LightningModule):
     with no patch masked.
     """
 
-    def __init__(self, method="simclr", backbone="resnet18", stem="standard", in_channels=3, input_size=224,
+    def __init__(self, method="simclr", backbone="resnet18", in_channels=3, input_size=224,
                  augmentation="allsky", stretch="auto", proj_hidden_dim=512, proj_out_dim=128,
                  pred_hidden_dim=128, temperature=0.5, momentum_start=0.996, patch_size=16,
                  mask_ratio=0.75, decoder_dim=256, decoder_layers=4, lr=0.075, weight_decay=1e-6,
                  warmup_epochs=10, max_epochs=100, batch_size=256, checkpoint_format=CHECKPOINT_FORMAT):
         super().__init__()
         self.save_hyperparameters()
-        self.backbone, width = build_backbone(backbone, in_channels, input_size, patch_size, stem)
+        self.backbone, width = build_backbone(backbone, in_channels, input_size, patch_size)
         self.objective = OBJECTIVES[method](self.backbone, width, self.hparams)
         self.total_steps = 1  # training steps of the whole fit, set when it starts (BYOL's momentum schedule)
 

@@ -104,7 +104,6 @@ def test_corrupt_and_mixed_images_train_with_a_warning(tmp_path, caplog):
     (["--AUGMENTATION=colour"], "choose one of allsky, astro, natural"),
     (["--AUGMENTATION=astro:blur=1"], "augmentation change 'blur=1': give name=number"),
     (["--AUGMENTATION=astro:min_scale=big"], "'big' is not a number"),
-    (["--STEM=cifar"], "choose one of standard, nopool"),
     (["--WARMUP_EPOCHS=5", "--MAX_EPOCHS=5"], "below MAX_EPOCHS=5"),
 ])
 def test_bad_arguments_give_one_line_errors(tmp_path, capsys, argv, message):
