@@ -128,8 +128,9 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> None:
         print(f"{run_dir} holds no checkpoint (the run stopped during its first epoch): starting it again")
         return
     if started:
+        stopped_early = (run_dir / "config.json").is_file() and not resume_checkpoint(run_dir)
         hint = ("it holds no checkpoint yet (stopped during its first epoch?): pass --RESUME=True to start "
-                "it again" if not resume_checkpoint(run_dir) else "pass --RESUME=True to continue it")
+                "it again" if stopped_early else "pass --RESUME=True to continue it")
         raise UserError(f"run folder {run_dir} already exists; {hint}, or choose another --RUN_NAME")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -167,7 +167,7 @@ def read_checkpoint(path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" not in str(err).lower():
+        if "unsupported global" not in str(err).lower():  # not code objects: just not a checkpoint
             raise UserError(f"checkpoint {path} could not be read ({type(err).__name__}); it is damaged "
                             f"or not a PyTorch checkpoint") from None
         # torch's own message goes on to suggest weights_only=False: unsafe for a file from elsewhere.
