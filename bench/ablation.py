@@ -80,6 +80,8 @@ ROW_SETTINGS = {
     "jitter08": ["--AUGMENTATION=astro:cj_bright=0.8,cj_contrast=0.8"],
     "temp02": ["--TEMPERATURE=0.2"],
     "temp01": ["--TEMPERATURE=0.1"],
+    # The three single changes that each raised precision@10 on MiraBest, together.
+    "tuned": ["--TEMPERATURE=0.2", "--AUGMENTATION=astro:gaussian_blur=0,min_scale=0.2"],
 }
 SETS = {  # input size the network sees, labels' merged classes
     "mirabest": {"input": 64, "merge": ""},
