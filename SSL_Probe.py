@@ -16,16 +16,17 @@ config.json. OATH's classifications.csv works as is (picNum -> 00042.png, class6
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no GUI backend
 from sklearn.metrics import ConfusionMatrixDisplay
 
+from spacessl import postprocess
 from spacessl.baselines import random_init_embeddings, raw_pixel_embeddings
 from spacessl.config import (atomic_path, format_config, parse_value, require, resolve_config, run_main, usage,
                     wants_help, write_json)
 from spacessl.labels import match_labels, read_labels
 from spacessl.metrics import cross_validate, mean_std, precision_at_k
-from spacessl import postprocess
 from spacessl.runs import open_run, result_dir
 
 # ---- hyperparameters --------------------------------------------------------------------------
@@ -136,7 +137,7 @@ def main(argv):
           f"({', '.join(f'{c}: {n}' for c, n in counts.items())})")
 
     trained = model.hparams.method  # the row of the trained model is named by its method
-    methods = {trained: vectors[rows]}
+    methods = {trained: np.asarray(run.embeddings[rows])}
     if cfg["BASELINES"]:
         methods["random_weights"] = random_init_embeddings(
             dict(model.hparams), data_dir, labelled, cfg["SEED"], cfg["BATCH_SIZE"], workers, device)
@@ -144,15 +145,20 @@ def main(argv):
             data_dir, labelled, model.hparams.in_channels, cfg["RAW_PIXELS"], cfg["RAW_PCA_DIM"], cfg["SEED"],
             model.hparams.stretch)
 
-    for name in list(methods)[1:]:  # the baselines are searched the way the trained model is
-        methods[name] = postprocess.fit(methods[name], cfg["POSTPROCESS"]).apply(methods[name])
+    # Searches (kNN, precision@k) use the search vectors: the trained model's as SSL_Evaluate.py
+    # sees them, the baselines post-processed the same way. The linear probe fits the embeddings
+    # as they are: a linear classifier needs no whitening, and whitening's lifted noise
+    # directions only give it more to overfit (README, "Retrieval quality").
+    search = {trained: vectors[rows]}
+    for name in list(methods)[1:]:
+        search[name] = postprocess.fit(methods[name], cfg["POSTPROCESS"]).apply(methods[name])
 
     summary, few_shot, scores = [], [], {}
     for name, features in methods.items():
         log.info("scoring %s (%d x %d)", name, *features.shape)
-        scores[name] = cross_validate(features, classes, cfg["FOLDS"], cfg["KNN_K"], shots,
-                                      cfg["LOGREG_C"], cfg["LOGREG_MAX_ITER"], cfg["SEED"])
-        summary.append(summarise(name, scores[name], precision_at_k(features, classes, cfg["PRECISION_K"])))
+        scores[name] = cross_validate(search[name], classes, cfg["FOLDS"], cfg["KNN_K"], shots,
+                                      cfg["LOGREG_C"], cfg["LOGREG_MAX_ITER"], cfg["SEED"], linear_vectors=features)
+        summary.append(summarise(name, scores[name], precision_at_k(search[name], classes, cfg["PRECISION_K"])))
         few_shot += few_shot_rows(name, scores[name])
     summary, few_shot = pd.DataFrame(summary), pd.DataFrame(few_shot)
     majority = float(counts.iloc[0] / counts.sum())

@@ -128,7 +128,8 @@ def score(name: str, seed: int, features: dict, classes, names, cfg) -> list:
     chosen = {name: v for name, v in features.items() if name in cfg["FEATURES"].split(",") + ["pixels"]}
     for (feature, vectors), kind in itertools.product(chosen.items(), cfg["POSTPROCESS"].split(",")):
         v = postprocess.fit(vectors, kind).apply(vectors)
-        cv = cross_validate(v, classes, 5, cfg["KNN_K"], [cfg["FEW_SHOT"]], 1.0, 2000, seed)
+        # As SSL_Probe.py: searches on the post-processed vectors, the linear probe on the vectors as they are.
+        cv = cross_validate(v, classes, 5, cfg["KNN_K"], [cfg["FEW_SHOT"]], 1.0, 2000, seed, linear_vectors=vectors)
         row = {"row": name, "seed": seed, "feature": feature, "post": kind,
                "precision@10": precision_at_k(v, classes, cfg["PRECISION_K"]),
                "knn": float(np.mean(cv["knn_accuracy"])), "linear": float(np.mean(cv["linear_accuracy"])),

@@ -94,10 +94,12 @@ def per_class_sample(indices: np.ndarray, labels: np.ndarray, shots: int, rng) -
 
 
 def cross_validate(vectors, labels, folds: int, knn_k: int, shots: list, c: float, max_iter: int,
-                   seed: int) -> dict:
+                   seed: int, linear_vectors=None) -> dict:
     """Per-fold kNN and linear-probe accuracies, out-of-fold linear predictions, and per-fold
     few-shot accuracies for each N in `shots` (None = all training labels of the fold; the kNN
-    vote then uses min(knn_k, N) neighbours)."""
+    vote then uses min(knn_k, N) neighbours). kNN votes on `vectors` (the search vectors); the
+    linear probe fits `linear_vectors` when given (the embeddings before post-processing)."""
+    linear_vectors = vectors if linear_vectors is None else linear_vectors
     shots = [shot for shot in shots if shot is not None] + [None]
     folds = usable_folds(labels, folds)
     rng = np.random.default_rng(seed)
@@ -111,8 +113,8 @@ def cross_validate(vectors, labels, folds: int, knn_k: int, shots: list, c: floa
             # With N images per class, more than N voters would outvote every class by the rest.
             k = knn_k if shot is None else min(knn_k, shot)
             knn = knn_accuracy(vectors[subset], labels[subset], vectors[test], labels[test], k)
-            probe = linear_probe(c, max_iter).fit(vectors[subset], labels[subset])
-            predicted = probe.predict(vectors[test])
+            probe = linear_probe(c, max_iter).fit(linear_vectors[subset], labels[subset])
+            predicted = probe.predict(linear_vectors[test])
             result["few_shot"][shot]["knn"].append(knn)
             result["few_shot"][shot]["linear"].append(float(np.mean(predicted == labels[test])))
             if shot is None:

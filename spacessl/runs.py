@@ -105,6 +105,7 @@ class OpenRun:
     skipped: list        # images of data_dir left out as unreadable
     transform: Transform  # the post-processing fitted on this folder's embeddings (postprocess.py)
     home: Path           # where results go: the run folder, or OUTPUT_DIR's when that is read-only
+    embeddings: np.ndarray  # (n, width) the model's unit embeddings before post-processing
 
     def embed(self, image) -> np.ndarray:
         """A file, PIL image or array as a search vector: embedded and post-processed like the rows."""
@@ -133,12 +134,12 @@ def open_run(cfg: dict) -> OpenRun:
     # A read-only run (a colleague's) is searched from its own cache while that is valid.
     found = read_cache(own_cache, cache_meta(ckpt, data_dir, files)) if cache_dir != own_cache else None
     source_dir = own_cache if found else cache_dir
-    vectors, names = found or cached_embeddings(model, ckpt, data_dir, files, cache_dir, cfg["BATCH_SIZE"],
-                                                workers, device)
-    print(f"embeddings: {source_dir / 'embeddings.npy'} ({vectors.shape[0]} x {vectors.shape[1]}), "
+    embeddings, names = found or cached_embeddings(model, ckpt, data_dir, files, cache_dir, cfg["BATCH_SIZE"],
+                                                   workers, device)
+    print(f"embeddings: {source_dir / 'embeddings.npy'} ({embeddings.shape[0]} x {embeddings.shape[1]}), "
           f"searched after post-processing: {cfg['POSTPROCESS']}")
     source = {**json.loads((source_dir / "meta.json").read_text()), "postprocess": cfg["POSTPROCESS"]}
-    vectors, transform = search_vectors(vectors, cfg["POSTPROCESS"], cache_dir, source)
+    vectors, transform = search_vectors(embeddings, cfg["POSTPROCESS"], cache_dir, source)
     skipped = sorted(set(files) - set(names))
     return OpenRun(ckpt, model, run_dir, data_dir, vectors, names, device, workers, cache_dir, skipped, transform,
-                   home)
+                   home, embeddings)

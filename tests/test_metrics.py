@@ -124,3 +124,13 @@ def test_temporal_neighbour_fraction_is_exact():
     assert temporal_neighbour_fraction(vectors[[0, 2, 4, 1, 3]], max_gap=1) == pytest.approx(1 / 5)
     with pytest.raises(UserError, match="at least two frames"):
         temporal_neighbour_fraction(vectors[:1])
+
+
+def test_linear_probe_can_fit_other_vectors_than_the_knn_vote():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.array(["a", "b"]), 40)
+    noise = rng.normal(size=(80, 4))
+    informative = noise.copy()
+    informative[:, 0] += np.where(labels == "a", 5.0, -5.0)
+    scores = cross_validate(noise, labels, 4, 5, [], 1.0, 1000, 0, linear_vectors=informative)
+    assert mean_std(scores["linear_accuracy"])[0] == 1.0 and mean_std(scores["knn_accuracy"])[0] < 0.8
