@@ -27,8 +27,8 @@ def test_allsky_keeps_grey_images_grey_and_has_no_colour_jitter():
 
 
 def test_preset_changes_for_a_trial():
-    changed = preset_settings("astro:min_scale=0.2, gaussian_blur=0")
-    assert changed["min_scale"] == 0.2 and changed["gaussian_blur"] == 0.0
+    changed = preset_settings("astro:min_scale=0.5, gaussian_blur=0.3")
+    assert changed["min_scale"] == 0.5 and changed["gaussian_blur"] == 0.3
     assert {k: v for k, v in changed.items() if k not in ("min_scale", "gaussian_blur")} == \
         {k: v for k, v in preset_settings("astro").items() if k not in ("min_scale", "gaussian_blur")}
     assert preset_kwargs("allsky") == PRESETS["allsky"]
