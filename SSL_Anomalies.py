@@ -28,8 +28,9 @@ CHECKPOINT = "best"             # best | last | path to a .ckpt file (results go
 DATA_DIR = ""                   # images; "" = the folder the run was trained on
 OUTPUT_DIR = ""                 # where results go; "" = inside the run folder, or checkpoints/<run name> here
                                 # when the run folder cannot be written (a colleague's run, a read-only mount)
-POSTPROCESS = "whiten"          # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
-                                # whiten (PCA-whitened; the measured best, README "Retrieval quality") | centre | none
+POSTPROCESS = "auto"            # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
+                                # auto (whiten if images >= dimensions, else centre; measured, README "Retrieval
+                                # quality") | whiten (PCA-whitened) | centre | none
 K = 5                           # score = cosine distance to the K-th nearest other image, >= 1
 TOP = 50                        # most anomalous images shown in anomalies.png / .html
 THUMB_PX = 128                  # side of each thumbnail, px

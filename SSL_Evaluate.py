@@ -37,8 +37,9 @@ RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py
 CHECKPOINT = "best"             # best | last | path to a .ckpt file (results go beside it)
 QUERY = ""                      # image(s) to search for: a file name in the data set, a path, or several joined by ","
                                 # (a name holding a comma in double quotes, or the comma as \,); "" = embed only
-POSTPROCESS = "whiten"          # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
-                                # whiten (PCA-whitened; the measured best, README "Retrieval quality") | centre | none
+POSTPROCESS = "auto"            # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
+                                # auto (whiten if images >= dimensions, else centre; measured, README "Retrieval
+                                # quality") | whiten (PCA-whitened) | centre | none
 TOP_K = 10                      # neighbours to return, >= 1
 DATA_DIR = ""                   # images to search; "" = the folder the run was trained on
 OUTPUT_DIR = ""                 # where results go; "" = inside the run folder, or checkpoints/<run name> here

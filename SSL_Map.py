@@ -23,8 +23,9 @@ CHECKPOINT = "best"             # best | last | path to a .ckpt file (results go
 DATA_DIR = ""                   # images; "" = the folder the run was trained on
 OUTPUT_DIR = ""                 # where results go; "" = inside the run folder, or checkpoints/<run name> here
                                 # when the run folder cannot be written (a colleague's run, a read-only mount)
-POSTPROCESS = "whiten"          # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
-                                # whiten (PCA-whitened; the measured best, README "Retrieval quality") | centre | none
+POSTPROCESS = "auto"            # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
+                                # auto (whiten if images >= dimensions, else centre; measured, README "Retrieval
+                                # quality") | whiten (PCA-whitened) | centre | none
 MAP_METHOD = "umap"             # umap (umap-learn) | tsne (scikit-learn)
 NEIGHBOURS = 15                 # UMAP n_neighbors: larger keeps more global structure
 MIN_DIST = 0.1                  # UMAP min_dist in [0, 1]: smaller packs clusters tighter

@@ -39,8 +39,9 @@ MERGE_CLASSES = ""              # classes scored as one, "a+b" or "a+b;c+d" (e.g
 DATA_DIR = ""                   # images; "" = the folder the run was trained on
 OUTPUT_DIR = ""                 # where results go; "" = inside the run folder, or checkpoints/<run name> here
                                 # when the run folder cannot be written (a colleague's run, a read-only mount)
-POSTPROCESS = "whiten"          # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
-                                # whiten (PCA-whitened; the measured best, README "Retrieval quality") | centre | none
+POSTPROCESS = "auto"            # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
+                                # auto (whiten if images >= dimensions, else centre; measured, README "Retrieval
+                                # quality") | whiten (PCA-whitened) | centre | none
 FOLDS = 5                       # stratified cross-validation folds, >= 2 (fewer if a class is smaller)
 KNN_K = 20                      # neighbours voting in the kNN classifier
 PRECISION_K = 10                # neighbours looked at for precision@k

@@ -50,7 +50,8 @@ MAX_GAPS = "1,2,5"               # a nearest neighbour within this many frames (
 RAW_PIXELS = 32                  # raw-pixel baseline: side of the downsampled frame
 RAW_PCA_DIM = 64                 # raw-pixel baseline: principal components kept
 SEED = 42                        # training seed and the random-weights baseline's
-POSTPROCESS = "whiten"           # search post-processing applied to every row (spacessl/postprocess.py)
+POSTPROCESS = "none,centre,whiten"  # search post-processings, each applied to every row (spacessl/postprocess.py)
+REUSE = ""                       # an earlier run's best.ckpt to score instead of training one
 # -----------------------------------------------------------------------------------------------
 
 
@@ -69,11 +70,15 @@ def main(argv):
                   f"--MAX_EPOCHS={cfg['MAX_EPOCHS']}", f"--WARMUP_EPOCHS={cfg['WARMUP_EPOCHS']}",
                   f"--NUM_WORKERS={cfg['NUM_WORKERS']}", f"--SEED={cfg['SEED']}", *cfg["TRAIN_ARGS"].split()]
     start = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "SSL_Train.py"), *train_args], cwd=ROOT, check=True)
+    if cfg["REUSE"]:
+        checkpoint = Path(cfg["REUSE"])
+    else:
+        subprocess.run([sys.executable, str(ROOT / "SSL_Train.py"), *train_args], cwd=ROOT, check=True)
+        checkpoint = out / "run" / "best.ckpt"
     train_seconds = time.perf_counter() - start
 
     files = find_images(frames_dir)  # time order: minute files, then frames
-    model = load_model(out / "run" / "best.ckpt")
+    model = load_model(checkpoint)
     device = pick_device("auto")
     trained, kept = embed_images(model, frames_dir, files, cfg["BATCH_SIZE"], cfg["NUM_WORKERS"], device)
     if kept != files:
@@ -86,7 +91,8 @@ def main(argv):
         "raw pixels": raw_pixel_embeddings(frames_dir, files, hp["in_channels"], cfg["RAW_PIXELS"],
                                            cfg["RAW_PCA_DIM"], cfg["SEED"], hp["stretch"]),
     }
-    vectors = {name: postprocess.fit(v, cfg["POSTPROCESS"]).apply(v) for name, v in vectors.items()}
+    vectors = {f"{name}, {kind}": postprocess.fit(v, kind).apply(v)
+               for name, v in vectors.items() for kind in cfg["POSTPROCESS"].split(",")}
     gaps = [int(g) for g in cfg["MAX_GAPS"].split(",")]
     scores = {name: {gap: temporal_neighbour_fraction(v, gap) for gap in gaps} for name, v in vectors.items()}
     report = {"frames": len(files), "train_seconds": train_seconds, "fraction_nearest_within_gap": scores,
@@ -94,10 +100,10 @@ def main(argv):
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{len(files)} THEMIS frames (GILL 2014-03-10 06:00-06:06 UT, 3 s apart); training "
           f"{train_seconds / 60:.1f} min. Share of frames whose nearest neighbour is within +-gap frames:")
-    print(f"  {'gap':<28} " + " ".join(f"{gap:>6}" for gap in gaps))
+    print(f"  {'gap':<36} " + " ".join(f"{gap:>6}" for gap in gaps))
     for name, by_gap in scores.items():
-        print(f"  {name:<28} " + " ".join(f"{score:6.3f}" for score in by_gap.values()))
-    print(f"  {'chance':<28} " + " ".join(f"{2 * gap / (len(files) - 1):6.3f}" for gap in gaps))
+        print(f"  {name:<36} " + " ".join(f"{score:6.3f}" for score in by_gap.values()))
+    print(f"  {'chance':<36} " + " ".join(f"{2 * gap / (len(files) - 1):6.3f}" for gap in gaps))
     print(f"report: {out / 'report.json'}")
 
 

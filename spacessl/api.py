@@ -81,7 +81,7 @@ class Run:
                            columns, PANEL_INCHES)
 
 
-def open_run(run: str, checkpoint: str = "best", data_dir: str = "", postprocess: str = "whiten",
+def open_run(run: str, checkpoint: str = "best", data_dir: str = "", postprocess: str = "auto",
              output_dir: str = "", device: str = "auto", batch_size: int = 256, num_workers: int = 0) -> Run:
     """Open a run folder written by SSL_Train.py (as SSL_Evaluate.py's RUN, CHECKPOINT, DATA_DIR,
     POSTPROCESS, OUTPUT_DIR, DEVICE): loads the checkpoint and embeds data_dir (default: the training

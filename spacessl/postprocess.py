@@ -2,6 +2,8 @@
 (no labels): the one place every search (SSL_Evaluate.py, SSL_Probe.py, maps, anomalies, the
 notebook API) gets its vectors from.
 
+  auto    whiten when the set has at least as many images as the embeddings have dimensions
+          (so the variance of every direction is estimated), else centre: the measured default
   none    the model's unit embeddings as they are
   centre  minus the set's mean vector, then unit length again
   whiten  centred, rotated onto the set's principal axes and each axis divided by its standard
@@ -10,7 +12,9 @@ notebook API) gets its vectors from.
           decide every distance (Jégou & Chum 2012, "Negative evidences and co-occurrences in
           image retrieval: the benefit of PCA and whitening", ECCV).
 
-Which one is the default is a measured choice: README, "Retrieval quality".
+Which one is the default is a measured choice (README, "Retrieval quality"): whitening raised
+precision@10 on MiraBest (792 images, 512 dimensions) for trained and random networks alike, and
+lowered the THEMIS temporal check (120 frames), where centring alone did no harm.
 """
 
 import json
@@ -24,7 +28,7 @@ from .config import UserError, atomic_path, fingerprint, new_memmap, write_json
 
 log = logging.getLogger("spacessl")
 
-KINDS = ("none", "centre", "whiten")
+KINDS = ("auto", "none", "centre", "whiten")
 WHITEN_FLOOR = 1e-2      # variance floor of each whitened axis, relative to the largest variance
 FIT_ROWS = 100_000       # at most this many rows (a seeded sample) to fit the mean and axes on
 CHUNK = 65_536           # rows transformed at a time
@@ -45,10 +49,18 @@ class Transform:
         return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def fit(vectors, kind: str) -> Transform:
-    """The transform of `kind` fitted on (a sample of) the rows of `vectors`."""
+def resolve(kind: str, shape) -> str:
+    """The kind "auto" stands for with a set of this (rows, dimensions) shape; others as given."""
     if kind not in KINDS:
         raise UserError(f"post-processing {kind!r}: choose one of {', '.join(KINDS)}")
+    if kind == "auto":
+        return "whiten" if shape[0] >= shape[1] else "centre"
+    return kind
+
+
+def fit(vectors, kind: str) -> Transform:
+    """The transform of `kind` fitted on (a sample of) the rows of `vectors`."""
+    kind = resolve(kind, vectors.shape)
     n, d = vectors.shape
     rows = np.arange(n) if n <= FIT_ROWS else np.sort(np.random.default_rng(SEED).choice(n, FIT_ROWS, replace=False))
     x = np.asarray(vectors[rows], dtype=np.float64)
@@ -68,6 +80,7 @@ def search_vectors(vectors, kind: str, cache_dir: Path, source: dict):
     their meta.json). Anything but "none" is written once, beside the embeddings, as
     search_<kind>.npy (memory-mapped, built in chunks) with its transform, and reused while the
     embeddings are unchanged."""
+    kind = resolve(kind, vectors.shape)
     if kind == "none":
         return vectors, fit(vectors, "none")
     data_path, fit_path, meta_path = (cache_dir / f"search_{kind}.npy", cache_dir / f"search_{kind}.npz",

@@ -14,6 +14,7 @@ from .embeddings import cache_meta, cached_embeddings, embed_image, read_cache
 from .hardware import pick_device
 from .images import find_images, loader_workers
 from .model import SSLModel, load_model
+from . import postprocess
 from .postprocess import KINDS, Transform, search_vectors
 
 
@@ -137,7 +138,7 @@ def open_run(cfg: dict) -> OpenRun:
     embeddings, names = found or cached_embeddings(model, ckpt, data_dir, files, cache_dir, cfg["BATCH_SIZE"],
                                                    workers, device)
     print(f"embeddings: {source_dir / 'embeddings.npy'} ({embeddings.shape[0]} x {embeddings.shape[1]}), "
-          f"searched after post-processing: {cfg['POSTPROCESS']}")
+          f"searched after post-processing: {postprocess.resolve(cfg['POSTPROCESS'], embeddings.shape)}")
     source = {**json.loads((source_dir / "meta.json").read_text()), "postprocess": cfg["POSTPROCESS"]}
     vectors, transform = search_vectors(embeddings, cfg["POSTPROCESS"], cache_dir, source)
     skipped = sorted(set(files) - set(names))

@@ -23,8 +23,7 @@ def run(trained_run, tmp_path):
 
 def test_search_by_name_matches_the_script(run):
     api = open_run(run)
-    # 24 images: whitened search vectors have at most 24 dimensions (postprocess.py)
-    assert len(api.names) == 24 and api.vectors.shape == (24, 24)
+    assert len(api.names) == 24 and api.vectors.shape == (24, 512)
     assert api.embeddings().index.tolist() == api.names
     table = api.search(api.names[3], k=5)
     assert list(table.columns) == ["rank", "filename", "cosine_distance"] and len(table) == 5

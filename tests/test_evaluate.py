@@ -98,8 +98,9 @@ def test_query_writes_table_and_picture(run, capsys):
     assert table["rank"].tolist() == [1, 2, 3, 4, 5]
     assert query not in table["filename"].tolist()
     assert table["cosine_distance"].is_monotonic_increasing
-    # Searched after the default post-processing (whitening), whose vectors sit beside the embeddings.
-    vectors = np.load(run / "embeddings" / "best__data" / "search_whiten.npy")
+    # Searched after the default post-processing (auto: 24 images < 512 dimensions, so centring),
+    # whose vectors sit beside the embeddings.
+    vectors = np.load(run / "embeddings" / "best__data" / "search_centre.npy")
     expected = 1 - vectors @ vectors[3]
     for name, dist in zip(table["filename"], table["cosine_distance"]):
         assert dist == pytest.approx(expected[names.index(name)], abs=1e-5)

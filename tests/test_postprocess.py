@@ -37,8 +37,16 @@ def test_whitening_equalises_the_principal_axes():
     assert np.argsort(-(unit(raw) @ unit(raw)[0]))[1] != np.argsort(-(out @ out[0]))[1]
 
 
+def test_auto_whitens_only_sets_with_at_least_as_many_rows_as_dimensions():
+    assert postprocess.resolve("auto", (512, 512)) == "whiten"
+    assert postprocess.resolve("auto", (511, 512)) == "centre"
+    rows = unit(np.random.default_rng(2).normal(size=(10, 4)))
+    assert postprocess.fit(rows, "auto").kind == "whiten" and postprocess.fit(rows[:3], "auto").kind == "centre"
+    assert postprocess.resolve("none", (10, 512)) == "none"
+
+
 def test_unknown_kind_and_too_few_rows():
-    with pytest.raises(UserError, match="choose one of none, centre, whiten"):
+    with pytest.raises(UserError, match="choose one of auto, none, centre, whiten"):
         postprocess.fit(np.eye(3), "pca")
     with pytest.raises(UserError, match="at least two"):
         postprocess.fit(np.eye(3)[:1], "whiten")
@@ -77,4 +85,4 @@ def test_query_file_is_post_processed_like_the_data_set(trained_run, tmp_path):
                                   "--TOP_K=3"]) == 0
     table = pd.read_csv(next((run / "queries").iterdir()) / "neighbours.csv")
     assert table.filename[0] == name and table.cosine_distance[0] == pytest.approx(0, abs=1e-5)
-    assert (run / "embeddings" / "best__data" / "search_whiten.npy").is_file()
+    assert (run / "embeddings" / "best__data" / "search_centre.npy").is_file()  # auto, 24 images < 512 dims
