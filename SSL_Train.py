@@ -53,8 +53,8 @@ LR = 0.0                        # base learning rate, scaled by batch size as ME
                                 # recipe's (methods.py: simclr 0.075 LARS x sqrt(bs), simsiam 0.05 SGD,
                                 # byol 0.2 LARS, mae 1.5e-4 AdamW, the last three x bs/256)
 WEIGHT_DECAY = -1.0             # on conv/linear weights; < 0 = the recipe's (1e-6, 5e-4, 1.5e-6, 0.05)
-TEMPERATURE = 0.2               # simclr: NT-Xent temperature, > 0; 0.2 beat SimCLR's CIFAR-10 0.5 on MiraBest
-                                # neighbours (README "Retrieval quality")
+TEMPERATURE = 0.5               # simclr: NT-Xent temperature, > 0 (SimCLR's CIFAR-10 setting, app. B.9); 0.2 with
+                                # AUGMENTATION=radio for radio sources (README "Retrieval quality")
 PROJ_HIDDEN_DIM = 512           # simclr/simsiam/byol: projection head hidden width
 PROJ_OUT_DIM = 128              # simclr/simsiam/byol: projection output width, where the loss is computed
 PRED_HIDDEN_DIM = 128           # simsiam/byol: prediction head hidden width (SimSiam's bottleneck: out/4)

@@ -101,7 +101,7 @@ def test_corrupt_and_mixed_images_train_with_a_warning(tmp_path, caplog):
     (["--DATA_DIR=/no/such/folder"], "data folder /no/such/folder does not exist"),
     (["--BATCH_SIZE=many"], "--BATCH_SIZE=many: expected a whole number"),
     (["--BATCH_SIZ=8"], "unknown hyperparameter --BATCH_SIZ; did you mean BATCH_SIZE"),
-    (["--AUGMENTATION=colour"], "choose one of allsky, astro, natural"),
+    (["--AUGMENTATION=colour"], "choose one of allsky, astro, radio, natural"),
     (["--AUGMENTATION=astro:blur=1"], "augmentation change 'blur=1': give name=number"),
     (["--AUGMENTATION=astro:min_scale=big"], "'big' is not a number"),
     (["--WARMUP_EPOCHS=5", "--MAX_EPOCHS=5"], "below MAX_EPOCHS=5"),
