@@ -24,7 +24,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from collate import preset_kwargs
 from spacessl.config import UserError, format_config, require, resolve_config, run_main, usage, wants_help, write_json
-from spacessl.datamodule import ArchiveData
+from spacessl.datamodule import PIPELINES, ArchiveData
 from spacessl.hardware import lightning_precision
 from spacessl.images import STRETCHES, detect_channels, find_images, loader_workers
 from spacessl.knn_monitor import KNNMonitor
@@ -69,9 +69,12 @@ ACCELERATOR = "auto"            # auto (GPU if present) | gpu | cpu
 DEVICES = 1                     # GPUs (or CPU processes) per node; > 1 trains with DDP
 NUM_NODES = 1                   # machines, for multi-node (e.g. SLURM) runs
 COMPILE = False                 # torch.compile the backbone: faster steps on a GPU after a slow first one
-CACHE = False                   # decode every image once into a uint8 memory-mapped array in the run folder
-CACHE_SIZE = 256                # px side of the cached images, >= INPUT_SIZE (crops are cut from them)
-BATCH_AUGMENT = False           # augment whole batches on the training device (kornia); needs CACHE=True
+PIPELINE = "auto"               # how images reach the model (spacessl/datamodule.py): auto (device on a GPU,
+                                # decode on the CPU) | decode (every epoch, augmented per image in CPU workers)
+                                # | cache (decoded once into the run folder, augmented per image) | device
+                                # (decoded once, whole batches augmented on the training device)
+CACHE_SIZE = 256                # cache and device: px side of the decoded images, >= INPUT_SIZE (crops are cut
+                                # from them); disk: images x channels x CACHE_SIZE^2 bytes (x2 for 16-bit data)
 SEED = 42                       # seeds the split, initialisation and augmentations
 LABELS = ""                     # optional CSV (id, class) for the online kNN monitor; "" = none. Never used in the loss
 ID_COLUMN = ""                  # labels column naming the image (path, file name, stem or number); "" = auto
@@ -110,7 +113,8 @@ def check_config(cfg: dict) -> None:
     require(cfg["ACCELERATOR"] in ("auto", "gpu", "cpu"),
             f"--ACCELERATOR={cfg['ACCELERATOR']}: choose auto, gpu or cpu")
     require(cfg["CACHE_SIZE"] >= cfg["INPUT_SIZE"], f"--CACHE_SIZE={cfg['CACHE_SIZE']}: must be >= INPUT_SIZE")
-    require(cfg["CACHE"] or not cfg["BATCH_AUGMENT"], "--BATCH_AUGMENT=True needs --CACHE=True (uint8 batches)")
+    require(cfg["PIPELINE"] in ("auto", *PIPELINES),
+            f"--PIPELINE={cfg['PIPELINE']}: choose auto, {', '.join(PIPELINES)}")
     require(cfg["RUN_NAME"] and "/" not in cfg["RUN_NAME"] and cfg["RUN_NAME"] not in (".", ".."),
             f"--RUN_NAME={cfg['RUN_NAME']!r}: give a plain folder name")
 
@@ -205,12 +209,13 @@ def main(argv):
     train_files, val_files = split_files(files, cfg["VAL_FRACTION"], cfg["SEED"])
     workers = loader_workers(cfg["NUM_WORKERS"])
     accelerator, precision = choose_hardware(cfg)
+    pipeline = cfg["PIPELINE"] if cfg["PIPELINE"] != "auto" else "device" if accelerator == "gpu" else "decode"
     recipe = RECIPES[cfg["METHOD"]]
     lr = cfg["LR"] or recipe.base_lr
     weight_decay = cfg["WEIGHT_DECAY"] if cfg["WEIGHT_DECAY"] >= 0 else recipe.weight_decay
     resolved = {"data_dir": str(Path(cfg["DATA_DIR"]).resolve()), "channels": channels,
                 "n_train": len(train_files), "n_val": len(val_files), "num_workers": workers,
-                "accelerator": accelerator, "precision": precision, "optimizer": recipe.optimizer,
+                "accelerator": accelerator, "precision": precision, "pipeline": pipeline, "optimizer": recipe.optimizer,
                 "base_lr": lr, "peak_lr": peak_lr(recipe, lr, cfg["BATCH_SIZE"]), "weight_decay": weight_decay}
     run_dir = Path(cfg["CHECKPOINT_DIR"]) / cfg["RUN_NAME"]
     resume_from = resume_checkpoint(run_dir) if cfg["RESUME"] else None
@@ -227,8 +232,8 @@ def main(argv):
     pl.seed_everything(cfg["SEED"], workers=True, verbose=False)
     data = ArchiveData(cfg["DATA_DIR"], train_files, val_files, channels, cfg["AUGMENTATION"], cfg["INPUT_SIZE"],
                        cfg["BATCH_SIZE"], workers, pin_memory=accelerator == "gpu",
-                       channels_last=accelerator == "gpu", cache_dir=run_dir / "cache" if cfg["CACHE"] else None,
-                       cache_side=cfg["CACHE_SIZE"], batch_augment=cfg["BATCH_AUGMENT"], stretch=cfg["STRETCH"])
+                       channels_last=accelerator == "gpu", pipeline=pipeline, cache_dir=run_dir / "cache",
+                       cache_side=cfg["CACHE_SIZE"], stretch=cfg["STRETCH"])
     model = SSLModel(method=cfg["METHOD"], backbone=cfg["BACKBONE"], in_channels=channels,
                      input_size=cfg["INPUT_SIZE"], augmentation=cfg["AUGMENTATION"], stretch=cfg["STRETCH"],
                      proj_hidden_dim=cfg["PROJ_HIDDEN_DIM"], proj_out_dim=cfg["PROJ_OUT_DIM"],

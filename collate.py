@@ -12,17 +12,19 @@ name with AUGMENTATION in SSL_Train.py:
   natural  lightly's SimCLR defaults for everyday photographs (Chen et al. 2020)
 
 Both scripts take their preprocessing from here, so a model is always queried the way it was
-trained. `batch_train_transform` applies the same presets to float tensors with kornia: to
-whole batches on the training device, for when per-image augmentation on the CPU cannot keep a
-GPU busy, and to single 16-bit, float or many-band images, which lightly's PIL-based steps would
-cut to 8 bits and 3 channels.
+trained. `BatchAugment` applies the same presets to float tensors: to whole batches on the
+training device (SSL_Train.py's PIPELINE=device, the default on a GPU), where per-image
+augmentation in CPU workers cannot keep a GPU busy, and to single 16-bit, float or many-band
+images, which lightly's PIL-based steps would cut to 8 bits and 3 channels.
 """
 
 import inspect
+import math
 
-import kornia.augmentation as K
 import torch
+import torch.nn.functional as F
 import torchvision.transforms as T
+from kornia.enhance import adjust_hue
 from lightly.transforms import SimCLRTransform
 
 from spacessl.images import as_tensor
@@ -31,6 +33,14 @@ from spacessl.images import as_tensor
 # the three, the usual choice when a grey image goes through an ImageNet-style network.
 RGB_MEAN, RGB_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 GREY_MEAN, GREY_STD = [0.449], [0.226]
+LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601 weights, as torchvision's rgb_to_grayscale
+
+# The batch path's constants (BatchAugment), each as torchvision / lightly do it per image.
+CROP_TRIES = 10                 # RandomResizedCrop's redraws before it falls back to a central crop
+CROP_RATIOS = (3 / 4, 4 / 3)    # RandomResizedCrop's aspect-ratio range (log-uniform)
+JITTER_STEPS = 4                # ColorJitter's steps: brightness, contrast, saturation, hue
+BLUR_SIGMAS = 3                 # Gaussian kernel radius in sigmas (the weight beyond is < 0.3 %)
+MAX_SUPERSAMPLE = 4             # antialiasing: at most 4 x 4 samples per output pixel
 
 # Keyword arguments of lightly's SimCLRTransform for each preset; anything not named keeps
 # lightly's default (gaussian_blur=0.5, sigmas=(0.1, 2), cj_prob=0.8).
@@ -100,13 +110,13 @@ def normalization(channels: int) -> dict:
 class TrainTransform:
     """Two random views of an image from images.read_image, as a list of two tensors
     (channels, size, size): lightly's SimCLRTransform for 8-bit pictures, and the same preset on
-    tensors (kornia) for deeper or many-band data, which lightly's PIL-based blur would cut to
-    8 bits and 3 channels."""
+    tensors (BatchAugment) for deeper or many-band data, which lightly's PIL-based blur would cut
+    to 8 bits and 3 channels."""
 
     def __init__(self, preset: str, input_size: int, channels: int):
         self.pictures = SimCLRTransform(input_size=input_size, normalize=normalization(channels),
                                         **preset_kwargs(preset))
-        self.arrays = batch_train_transform(preset, input_size, channels)
+        self.arrays = BatchAugment(preset, input_size, channels)
 
     def __call__(self, image):
         if isinstance(image, torch.Tensor):
@@ -132,26 +142,165 @@ def preset_settings(preset: str) -> dict:
     return {**_simclr_defaults(), **preset_kwargs(preset)}
 
 
-def batch_train_transform(preset: str, input_size: int, channels: int) -> K.AugmentationSequential:
-    """The preset for float batches (N, channels, H, W) in [0, 1] on any device: one random draw
-    per image, in lightly's SimCLR order (crop, rotation, flips, colour jitter, greyscale, blur,
-    normalisation). Call it twice for two views."""
-    s = preset_settings(preset)
-    if s["rr_prob"] > 0 and s["rr_degrees"] is None:
-        raise ValueError(f"preset {preset!r}: 90-degree rotations are not available for batches")
-    strength = s["cj_strength"]
-    steps = [K.RandomResizedCrop((input_size, input_size), scale=(s["min_scale"], 1.0))]
-    if s["rr_prob"] > 0:
-        steps.append(K.RandomRotation(degrees=s["rr_degrees"], p=s["rr_prob"]))
-    steps += [K.RandomHorizontalFlip(p=s["hf_prob"]), K.RandomVerticalFlip(p=s["vf_prob"]),
-              K.ColorJiggle(brightness=s["cj_bright"] * strength, contrast=s["cj_contrast"] * strength,
-                            saturation=s["cj_sat"] * strength if channels == 3 else 0.0,
-                            hue=s["cj_hue"] * strength if channels == 3 else 0.0, p=s["cj_prob"])]
-    if s["random_gray_scale"] > 0 and channels == 3:
-        steps.append(K.RandomGrayscale(p=s["random_gray_scale"]))
-    sigma_max = s["sigmas"][1]
-    kernel = 2 * int(3 * sigma_max) + 1  # +-3 sigma, odd
-    steps.append(K.RandomGaussianBlur((kernel, kernel), sigma=tuple(s["sigmas"]), p=s["gaussian_blur"]))
-    norm = normalization(channels)
-    steps.append(K.Normalize(mean=torch.tensor(norm["mean"]), std=torch.tensor(norm["std"])))
-    return K.AugmentationSequential(*steps)
+class BatchAugment:
+    """A preset for float batches (N, channels, H, W) in [0, 1] on any device, in a few kernels
+    whatever the batch size: one sampling grid per batch for crop + flips + rotation, blends for
+    the colour jitter, one grouped convolution for the blur. Draws follow lightly's SimCLR view
+    (crop, flips, rotation, colour jitter in random order, greyscale, blur, normalisation) with
+    the preset's ranges and rates, so the per-image and the batch path train the same recipe.
+    Parameters are drawn on the CPU from torch's generator (seeded runs repeat on any device);
+    `draw` and `apply` are separate so fixed parameters give a fixed output."""
+
+    def __init__(self, preset: str, input_size: int, channels: int):
+        self.s, self.size, self.channels = preset_settings(preset), input_size, channels
+        norm = normalization(channels)
+        self.mean, self.std = torch.tensor(norm["mean"]), torch.tensor(norm["std"])
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.apply(images, self.draw(len(images), images.shape[-2], images.shape[-1]))
+
+    def draw(self, n: int, height: int, width: int, generator=None) -> dict:
+        """Per-image parameters: crop (left, top, width, height as shares of the image), angle
+        (degrees, counter-clockwise), hflip, vflip, jitter (applied or not), factors (brightness,
+        contrast, saturation, hue), order (of the four jitter steps), grey, blur, sigma (px)."""
+        s = self.s
+
+        def uniform(low, high):
+            return low + (high - low) * torch.rand(n, generator=generator)
+
+        def chance(p):
+            return torch.rand(n, generator=generator) < p
+
+        crop_w, crop_h = self._crop_sizes(n, height, width, uniform)
+        left, top = uniform(0, 1) * (1 - crop_w), uniform(0, 1) * (1 - crop_h)
+        degrees = s["rr_degrees"]
+        low, high = (90.0, 90.0) if degrees is None else \
+            (-float(degrees), float(degrees)) if isinstance(degrees, (int, float)) else map(float, degrees)
+        angle = torch.where(chance(s["rr_prob"]), uniform(low, high), torch.zeros(n))
+        strength = s["cj_strength"]
+        factors = [uniform(max(0.0, 1 - strength * s[k]), 1 + strength * s[k])
+                   for k in ("cj_bright", "cj_contrast", "cj_sat")]
+        factors.append(uniform(-strength * s["cj_hue"], strength * s["cj_hue"]))
+        return {"crop": torch.stack([left, top, crop_w, crop_h], 1), "angle": angle,
+                "hflip": chance(s["hf_prob"]), "vflip": chance(s["vf_prob"]), "jitter": chance(s["cj_prob"]),
+                "factors": torch.stack(factors, 1), "order": torch.rand(n, JITTER_STEPS, generator=generator).argsort(1),
+                "grey": chance(s["random_gray_scale"]), "blur": chance(s["gaussian_blur"]),
+                "sigma": uniform(*s["sigmas"])}
+
+    def _crop_sizes(self, n, height, width, uniform):
+        """torchvision's RandomResizedCrop: an area share in [min_scale, 1] and a log-uniform
+        aspect ratio in [3/4, 4/3], redrawn up to CROP_TRIES times until the crop fits, else the
+        central crop of the nearest allowed aspect ratio."""
+        crop_w, crop_h = torch.ones(n), torch.ones(n)
+        ratio = width / height
+        if ratio < CROP_RATIOS[0]:
+            crop_h = torch.full((n,), ratio / CROP_RATIOS[0])
+        elif ratio > CROP_RATIOS[1]:
+            crop_w = torch.full((n,), CROP_RATIOS[1] / ratio)
+        todo = torch.ones(n, dtype=torch.bool)
+        for _ in range(CROP_TRIES):
+            area = uniform(self.s["min_scale"], 1.0) * height * width
+            aspect = torch.exp(uniform(math.log(CROP_RATIOS[0]), math.log(CROP_RATIOS[1])))
+            w, h = torch.sqrt(area * aspect) / width, torch.sqrt(area / aspect) / height
+            fits = todo & (w <= 1) & (h <= 1)
+            crop_w, crop_h = torch.where(fits, w, crop_w), torch.where(fits, h, crop_h)
+            todo &= ~fits
+        return crop_w, crop_h
+
+    def apply(self, images: torch.Tensor, params: dict) -> torch.Tensor:
+        """The views (N, channels, input_size, input_size), normalised, for images in [0, 1]."""
+        factor = self._supersampling(params["crop"], *images.shape[-2:])  # from the CPU copy: no device sync
+        p = {key: value.to(images.device, non_blocking=True) for key, value in params.items()}
+        x = self._geometry(images.float(), p, factor)
+        x = self._jitter(x, p, params)
+        # Greyscale and blur on the images drawn for them only (indices from the CPU copy).
+        if self.channels == 3 and params["grey"].any():
+            chosen = params["grey"].nonzero()[:, 0].to(x.device, non_blocking=True)
+            x[chosen] = grey(x[chosen]).expand(-1, 3, -1, -1)
+        if params["blur"].any():
+            chosen = params["blur"].nonzero()[:, 0].to(x.device, non_blocking=True)
+            x[chosen] = self._blur(x[chosen], p["sigma"][chosen])
+        return (x - self.mean.to(x.device)[:, None, None]) / self.std.to(x.device)[:, None, None]
+
+    def _supersampling(self, crop, height: int, width: int) -> int:
+        """Samples per output pixel and axis: about the batch's largest shrink, at most MAX_SUPERSAMPLE."""
+        shrink = max(float((crop[:, 2] * width).max()), float((crop[:, 3] * height).max())) / self.size
+        return int(min(MAX_SUPERSAMPLE, max(1, round(shrink))))
+
+    def _geometry(self, x, p, factor: int):
+        """Crop, flips and rotation as one bilinear sampling grid. A crop larger than the
+        output is sampled factor x factor times per output pixel and averaged, as the
+        antialiased resize of the per-image path does; corners rotated in from outside the
+        crop are black, as in torchvision's rotate."""
+        crop = p["crop"]
+        side = self.size * factor
+        steps = (torch.arange(side, device=x.device, dtype=torch.float32) + 0.5) / side * 2 - 1
+        v, u = torch.meshgrid(steps, steps, indexing="ij")  # pixel centres, y down
+        theta = torch.deg2rad(p["angle"])[:, None, None]
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        # The rotated view at (u, v) shows the flipped crop at the inverse rotation of (u, v).
+        cu, cv = cos * u - sin * v, sin * u + cos * v
+        inside = ((cu.abs() <= 1) & (cv.abs() <= 1)).to(x.dtype)[:, None]
+        cu = torch.where(p["hflip"][:, None, None], -cu, cu)
+        cv = torch.where(p["vflip"][:, None, None], -cv, cv)
+        left, top, crop_w, crop_h = (crop[:, i, None, None] for i in range(4))
+        grid = torch.stack([2 * left - 1 + crop_w * (cu + 1), 2 * top - 1 + crop_h * (cv + 1)], -1)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False) * inside
+        return F.avg_pool2d(out, factor) if factor > 1 else out
+
+    def _jitter(self, x, p, drawn):
+        """torchvision's ColorJitter on the images drawn for it: brightness, contrast,
+        saturation and hue in a random order per image (saturation and hue on RGB only).
+        Brightness, contrast and saturation are each a blend, clamp(f x + (1 - f) other),
+        with black, the image's mean grey or its grey image: one blend per place in the order
+        covers every image, with f = 1 (no change) where an image has no such step there."""
+        s = self.s
+        strengths = [s["cj_bright"], s["cj_contrast"]] + ([s["cj_sat"], s["cj_hue"]] if self.channels == 3 else [0, 0])
+        steps = [step for step, strength in enumerate(strengths) if strength * s["cj_strength"] > 0]
+        if s["cj_prob"] <= 0 or not steps or not drawn["jitter"].any():
+            return x
+        # Each image's active steps in its drawn order (the CPU copy: no device sync).
+        position = drawn["order"].argsort(1)
+        ranked = torch.tensor(steps)[position[:, steps].argsort(1)]
+        for place in range(len(steps)):
+            step = ranked[:, place]
+            hue = drawn["jitter"] & (step == HUE)
+            step = step.to(x.device, non_blocking=True)
+            factor = p["factors"].gather(1, step[:, None])[:, 0]
+            factor = torch.where(p["jitter"] & (step != HUE), factor, torch.ones_like(factor))[:, None, None, None]
+            other = torch.zeros_like(factor)
+            if CONTRAST in steps:
+                mean = grey(x).mean((1, 2, 3), keepdim=True)
+                other = torch.where(step[:, None, None, None] == CONTRAST, mean, other)
+            if SATURATION in steps:
+                other = other + (step == SATURATION)[:, None, None, None] * grey(x)
+            x = torch.addcmul((1 - factor) * other, x, factor).clamp_(0, 1)
+            if hue.any():
+                chosen = hue.nonzero()[:, 0].to(x.device, non_blocking=True)
+                x[chosen] = adjust_hue(x[chosen], p["factors"][chosen, HUE] * 2 * math.pi)
+        return x
+
+    def _blur(self, x, sigma):
+        """A Gaussian of each image's sigma (lightly's GaussianBlur, PIL's radius = sigma), as one
+        separable grouped convolution with edge pixels repeated."""
+        n, c, height, width = x.shape
+        radius = math.ceil(BLUR_SIGMAS * self.s["sigmas"][1])
+        offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+        kernel = torch.exp(-0.5 * (offsets / sigma[:, None]) ** 2)
+        kernel = kernel / kernel.sum(1, keepdim=True)
+        kernel = kernel.repeat_interleave(c, 0)  # one kernel per image and channel
+        flat = F.pad(x.reshape(1, n * c, height, width), (radius,) * 4, mode="replicate")
+        flat = F.conv2d(flat, kernel[:, None, None, :], groups=n * c)
+        flat = F.conv2d(flat, kernel[:, None, :, None], groups=n * c)
+        return flat.reshape(n, c, height, width)
+
+
+def grey(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W): luma for RGB (ITU-R 601, as torchvision's rgb_to_grayscale), else the band mean."""
+    if x.shape[1] == 3:
+        return (x * LUMA.to(x.device)[:, None, None]).sum(1, keepdim=True)
+    return x.mean(1, keepdim=True)
+
+
+# torchvision's ColorJitter steps, in its numbering (0 brightness, 1 contrast, 2 saturation, 3 hue).
+CONTRAST, SATURATION, HUE = 1, 2, 3

@@ -88,11 +88,12 @@ ROW_SETTINGS = {
     # The same without the smaller crops, the one change that also cost MiraBest linear and few-shot accuracy.
     "softer": ["--TEMPERATURE=0.2", "--AUGMENTATION=astro:min_scale=0.6,gaussian_blur=0"],
 }
-SETS = {  # input size the network sees, labels' merged classes
-    "mirabest": {"input": 64, "merge": ""},
-    "galaxyzoo": {"input": 48, "merge": GALAXY_MERGE},
-    "demo": {"input": 64, "merge": GALAXY_MERGE},
+SETS = {  # input size the network sees, the setting giving the images' side (cached as it is on a GPU), merged classes
+    "mirabest": {"input": 64, "side": "MIRABEST_STORED", "merge": ""},
+    "galaxyzoo": {"input": 48, "side": "GALAXY_STORED", "merge": GALAXY_MERGE},
+    "demo": {"input": 64, "side": "DEMO_SIDE", "merge": GALAXY_MERGE},
 }
+DEMO_SIDE = 80  # px side of data/sample/galaxies
 DEMO_QUERY = "587722983360102542.jpg"  # the Makefile's demo query, an edge-on galaxy (class 3)
 EDGE_ON = "3"
 
@@ -181,7 +182,8 @@ def main(argv):
         for seed in seeds:
             run_name = f"{name}_s{seed}"
             args = [f"--DATA_DIR={images}", f"--CHECKPOINT_DIR={out / 'runs'}", f"--RUN_NAME={run_name}",
-                    "--AUGMENTATION=astro", f"--INPUT_SIZE={settings['input']}", f"--SEED={seed}",
+                    "--AUGMENTATION=astro", f"--INPUT_SIZE={settings['input']}", f"--CACHE_SIZE={cfg.get(settings['side'], DEMO_SIDE)}",
+                    f"--SEED={seed}",
                     f"--MAX_EPOCHS={cfg['EPOCHS']}", f"--WARMUP_EPOCHS={min(cfg['WARMUP_EPOCHS'], cfg['EPOCHS'] - 1)}", f"--BATCH_SIZE={cfg['BATCH_SIZE']}",
                     f"--NUM_WORKERS={cfg['NUM_WORKERS']}", *ROW_SETTINGS[name]]
             earlier = Path(cfg["REUSE"]) / "runs" / run_name / "best.ckpt"

@@ -5,9 +5,10 @@ Usage (from the repository root):
     .venv/bin/python bench/scale.py --INPUT_SIZE=256 --BATCH_SIZE=256 --STEPS=50 --SEARCH_SIZES=100000,1000000,10000000
 
 Prints, side by side:
-- training images/s of the same SimCLR step fed (a) synthetic tensors already on the device,
-  (b) SSL_Train.py's data pipeline on real images three ways: decoding every epoch, from the
-  decode-once cache, and from the cache with whole-batch augmentation on the device,
+- training images/s of the same SimCLR step fed (a) synthetic tensors already on the device
+  (the ceiling; also with torch.compile where COMPILE says), (b) SSL_Train.py's data pipelines
+  on real images (PIPELINE=decode, cache, device: spacessl/datamodule.py), each with its share
+  of the ceiling and, on a GPU, the share of time the GPU was busy (NVML, sampled),
   (c) a plain loop in the style of the original SpaceSSL script: fp32, batch 64, no workers;
 - embedding images/s (evaluation transform, no augmentation);
 - for each search size: IVF index build time, then for each NPROBES value recall@10 against
@@ -18,9 +19,11 @@ Prints, side by side:
 On a GPU the step runs in bf16 autocast with channels_last (SSL_Train.py's settings).
 """
 
+import contextlib
 import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,7 +38,6 @@ from spacessl.embeddings import embed_images  # noqa: E402
 from spacessl.hardware import autocast, pick_device  # noqa: E402
 from spacessl.datamodule import ArchiveData  # noqa: E402
 from spacessl.images import detect_channels, find_images, loader_workers  # noqa: E402
-from spacessl.index import build_index  # noqa: E402
 from spacessl.search import nearest_rows  # noqa: E402
 from spacessl.model import SSLModel  # noqa: E402
 
@@ -45,12 +47,15 @@ BACKBONE = "resnet18"             # torchvision ResNet under test
 INPUT_SIZE = 64                   # px crops
 CACHE_SIZE = 96                   # px side of the decode-once cache
 BATCH_SIZE = 64                   # images per step (pipeline and synthetic)
-SPACESSL_BATCH = 64               # the original script's batch size
+SPACESSL_BATCH = 64               # the original script's batch size; 0 = that loop not measured
 STEPS = 8                         # timed steps per measurement (after WARMUP_STEPS)
-EMBED_IMAGES = 1000               # images embedded for the embedding figure
+EMBED_IMAGES = 1000               # images embedded for the embedding figure; 0 = no embedding figure
 WARMUP_STEPS = 2                  # untimed steps first (allocations, cuDNN autotuning)
 NUM_WORKERS = -1                  # loader processes for the pipeline: -1 = one per core (capped)
 DEVICE = "auto"                   # auto | cpu | cuda
+PIPELINES = "decode,cache,device"  # SSL_Train.py pipelines measured, comma-separated
+COMPILE = "auto"                  # also time the torch.compile'd step: auto (on a GPU; minutes on a CPU) | yes | no
+BUSY_SAMPLE_S = 0.05              # s between samples of GPU utilisation (NVML)
 SEARCH_SIZES = "100000,1000000"   # synthetic vector counts for the search figures
 DIM = 512                         # embedding width (resnet18's)
 CLUSTERS_PER_MILLION = 2000       # synthetic data: cluster centres per million vectors
@@ -78,19 +83,21 @@ def step_fn(model, optimizer, device):
     return step
 
 
-def timed(batches, step, device, warmup: int, steps: int, batch_size: int) -> float:
-    """Images per second over `steps` steps after `warmup` untimed ones."""
+def timed(batches, step, device, warmup: int, steps: int, batch_size: int, monitor=None) -> float:
+    """Images per second over `steps` steps after `warmup` untimed ones; `monitor` (a context
+    manager) is entered for the timed steps only."""
     iterator = iter(batches)
     for _ in range(warmup):
         step(*next(iterator))
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step(*next(iterator))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * batch_size / (time.perf_counter() - start)
+    with monitor or contextlib.nullcontext():
+        start = time.perf_counter()
+        for _ in range(steps):
+            step(*next(iterator))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return steps * batch_size / (time.perf_counter() - start)
 
 
 def make_model(cfg, channels, device, channels_last: bool):
@@ -113,11 +120,40 @@ def pipeline_batches(data: ArchiveData, device):
             yield views
 
 
-def data_module(cfg, files, channels, device, batch_size, workers, cache_dir=None, batch_augment=False):
+def data_module(cfg, files, channels, device, batch_size, workers, pipeline="decode", cache_dir=None):
     gpu = device.type == "cuda"
     return ArchiveData(cfg["DATA_DIR"], files, [], channels, "astro", cfg["INPUT_SIZE"], batch_size, workers,
-                       pin_memory=gpu, channels_last=gpu, cache_dir=cache_dir, cache_side=cfg["CACHE_SIZE"],
-                       batch_augment=batch_augment)
+                       pin_memory=gpu, channels_last=gpu, pipeline=pipeline, cache_dir=cache_dir,
+                       cache_side=cfg["CACHE_SIZE"])
+
+
+class BusyShare:
+    """Mean GPU utilisation (NVML's share of time a kernel ran) while the block runs, sampled
+    in a thread; share is None on a CPU or where NVML (nvidia-ml-py) is missing."""
+
+    def __init__(self, device, every_s: float):
+        self.device, self.every_s, self.share, self.samples = device, every_s, None, []
+        self.stop = threading.Event()
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            try:
+                torch.cuda.utilization(self.device)
+            except Exception as err:  # ModuleNotFoundError or an NVML error: measure without it
+                print(f"  (GPU busy share not measured: {err})")
+                return self
+            self.thread = threading.Thread(target=self.sample, daemon=True)
+            self.thread.start()
+        return self
+
+    def sample(self):
+        while not self.stop.wait(self.every_s):
+            self.samples.append(torch.cuda.utilization(self.device))
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.samples:
+            self.share = float(np.mean(self.samples))
 
 
 def training_figures(cfg, device) -> dict:
@@ -136,22 +172,45 @@ def training_figures(cfg, device) -> dict:
         while True:
             yield from items
 
-    figures["train synthetic (img/s)"] = timed(cycle(synthetic), step, device, cfg["WARMUP_STEPS"], cfg["STEPS"],
-                                               cfg["BATCH_SIZE"])
+    ceiling = timed(cycle(synthetic), step, device, cfg["WARMUP_STEPS"], cfg["STEPS"], cfg["BATCH_SIZE"])
+    figures["train synthetic, the ceiling (img/s)"] = ceiling
+    if cfg["COMPILE"] == "yes" or (cfg["COMPILE"] == "auto" and gpu):
+        compiled = make_model(cfg, channels, device, channels_last=gpu)
+        compiled.backbone.compile()
+        compiled_step = step_fn(compiled, torch.optim.SGD(compiled.parameters(), lr=0.01, momentum=0.9), device)
+        timed(cycle(synthetic), compiled_step, device, 1, 1, cfg["BATCH_SIZE"])  # compiles
+        figures["train synthetic, torch.compile (img/s)"] = timed(cycle(synthetic), compiled_step, device,
+                                                                  cfg["WARMUP_STEPS"], cfg["STEPS"], cfg["BATCH_SIZE"])
     workers = loader_workers(cfg["NUM_WORKERS"])
     with tempfile.TemporaryDirectory(dir=ROOT / "checkpoints", prefix=".bench_cache-") as cache_dir:
-        variants = {"train end-to-end, decode every epoch (img/s)": {},
-                    "train end-to-end, decode-once cache (img/s)": {"cache_dir": Path(cache_dir)},
-                    "train end-to-end, cache + batch augment (img/s)": {"cache_dir": Path(cache_dir),
-                                                                         "batch_augment": True}}
-        for name, options in variants.items():
+        for pipeline in [p.strip() for p in cfg["PIPELINES"].split(",") if p.strip()]:
             start = time.perf_counter()
-            data = data_module(cfg, files, channels, device, cfg["BATCH_SIZE"], workers, **options)
-            if options.get("cache_dir") and "cache build (s, once)" not in figures:
+            data = data_module(cfg, files, channels, device, cfg["BATCH_SIZE"], workers, pipeline, Path(cache_dir))
+            if pipeline != "decode" and "cache build (s, once)" not in figures:
                 figures["cache build (s, once)"] = time.perf_counter() - start
-            figures[name] = timed(pipeline_batches(data, device), step, device, cfg["WARMUP_STEPS"], cfg["STEPS"],
-                                  cfg["BATCH_SIZE"])
-    # SpaceSSL-style: fp32 (no autocast), batch 64, augmentations in the main process.
+            busy = BusyShare(device, cfg["BUSY_SAMPLE_S"])
+            rate = timed(pipeline_batches(data, device), step, device, cfg["WARMUP_STEPS"], cfg["STEPS"],
+                         cfg["BATCH_SIZE"], monitor=busy)
+            figures[f"train PIPELINE={pipeline} (img/s)"] = rate
+            figures[f"train PIPELINE={pipeline}, share of the ceiling (%)"] = 100 * rate / ceiling
+            if busy.share is not None:
+                figures[f"train PIPELINE={pipeline}, GPU busy (%)"] = busy.share
+    if cfg["SPACESSL_BATCH"]:
+        figures["train SpaceSSL-style loop (img/s)"] = spacessl_style(cfg, files, channels, device)
+    if not cfg["EMBED_IMAGES"]:
+        return figures
+    model.eval()
+    start = time.perf_counter()
+    sample = files[:cfg["EMBED_IMAGES"]]
+    vectors, kept = embed_images(model, cfg["DATA_DIR"], sample, cfg["BATCH_SIZE"], loader_workers(cfg["NUM_WORKERS"]),
+                                 device)
+    figures["embed (img/s)"] = len(kept) / (time.perf_counter() - start)
+    return figures
+
+
+def spacessl_style(cfg, files, channels, device) -> float:
+    """Images/s of a loop in the original SpaceSSL style: fp32 (no autocast), batch 64,
+    augmentations in the main process."""
     plain = make_model(cfg, channels, device, channels_last=False)
     plain_optimizer = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9)
 
@@ -162,15 +221,8 @@ def training_figures(cfg, device) -> dict:
         plain_optimizer.step()
 
     plain_data = data_module(cfg, files, channels, torch.device("cpu"), cfg["SPACESSL_BATCH"], 0)
-    figures["train SpaceSSL-style loop (img/s)"] = timed(pipeline_batches(plain_data, device), plain_step, device,
-                                                         cfg["WARMUP_STEPS"], cfg["STEPS"], cfg["SPACESSL_BATCH"])
-    model.eval()
-    start = time.perf_counter()
-    sample = files[:cfg["EMBED_IMAGES"]]
-    vectors, kept = embed_images(model, cfg["DATA_DIR"], sample, cfg["BATCH_SIZE"], loader_workers(cfg["NUM_WORKERS"]),
-                                 device)
-    figures["embed (img/s)"] = len(kept) / (time.perf_counter() - start)
-    return figures
+    return timed(pipeline_batches(plain_data, device), plain_step, device, cfg["WARMUP_STEPS"], cfg["STEPS"],
+                 cfg["SPACESSL_BATCH"])
 
 
 def synthetic_vectors(path: Path, n: int, cfg) -> np.ndarray:
@@ -190,6 +242,7 @@ def synthetic_vectors(path: Path, n: int, cfg) -> np.ndarray:
 
 def search_figures(cfg, n: int, workdir: Path) -> list:
     """One row per NPROBES value: recall@10 and ms per single query on the same index."""
+    from spacessl.index import build_index  # faiss only where search is measured
     vectors = synthetic_vectors(workdir / f"vectors_{n}.npy", n, cfg)
     nprobes = [int(p) for p in cfg["NPROBES"].split(",")]
     start = time.perf_counter()

@@ -65,7 +65,7 @@ def main(argv):
         raise UserError(f"{frames_dir} not found: this benchmark reads ../shared/data beside the repository")
     out = new_output_dir(Path(cfg["OUT_DIR"]), "bench_themis")
     train_args = [f"--DATA_DIR={frames_dir}", f"--CHECKPOINT_DIR={out}", "--RUN_NAME=run", "--AUGMENTATION=allsky",
-                  f"--METHOD={cfg['METHOD']}", f"--INPUT_SIZE={cfg['INPUT_SIZE']}", "--CACHE=True",
+                  f"--METHOD={cfg['METHOD']}", f"--INPUT_SIZE={cfg['INPUT_SIZE']}", "--PIPELINE=cache",
                   f"--CACHE_SIZE={cfg['CACHE_SIZE']}", f"--BATCH_SIZE={cfg['BATCH_SIZE']}",
                   f"--MAX_EPOCHS={cfg['MAX_EPOCHS']}", f"--WARMUP_EPOCHS={cfg['WARMUP_EPOCHS']}",
                   f"--NUM_WORKERS={cfg['NUM_WORKERS']}", f"--SEED={cfg['SEED']}", *cfg["TRAIN_ARGS"].split()]

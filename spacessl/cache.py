@@ -1,10 +1,11 @@
-"""Decode once: every image read, resized and stored as uint8 in a memory-mapped array.
+"""Decode once: every image read, resized and stored in a memory-mapped array.
 
 Decoding a PNG or JPEG and resizing it costs more CPU than augmenting it; with the cache each
 image is decoded once, and every epoch after reads a few kB from the (page-cached) array.
-16-bit and float data are stored after their stretch (images.py), quantised to 8 bits:
+8-bit pictures are stored as they are (uint8); 16-bit, float and many-band data after their
+stretch (images.py) as uint16, so their precision (far finer than 8 bits) reaches the model:
 
-    <cache>/images.npy    uint8 (n_images, channels, side, side)
+    <cache>/images.npy    uint8 or uint16 (n_images, channels, side, side)
     <cache>/readable.npy  bool (n_images,): False where the file could not be read (skipped)
     <cache>/meta.json     what it was built from; written last, so an interrupted build is
                           detected (no or different meta.json) and built again
@@ -20,19 +21,37 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .config import atomic_path, new_memmap, write_json
-from .images import UNREADABLE_ERRORS, data_digest, picture_bands, read_image, resize_unit
+from .images import (CHANNEL_SAMPLE, PICTURE_EXTENSIONS, UNREADABLE_ERRORS, data_digest, has_extension,
+                     picture_bands, read_image, resize_unit)
 
 log = logging.getLogger("spacessl")
 
 DECODE_BATCH = 64  # images decoded per loader batch while building
+DEEP_MAX = np.iinfo(np.uint16).max  # [0, 1] -> 0..65535 for 16-bit and float data
+PICTURE_TO_DEEP = DEEP_MAX // 255   # 8-bit values in a uint16 cache: 255 -> 65535
+
+
+def cache_dtype(root, files, channels: int, stretch: str):
+    """uint8 if the images reach the model as 8-bit pictures, uint16 if they reach it as floats
+    (FITS, arrays, frames, 16-bit pictures, a stretch, many bands), judged from every file name
+    and a sample of CHANNEL_SAMPLE pictures."""
+    if any(not has_extension(name, PICTURE_EXTENSIONS) for name in files):
+        return np.uint16
+    for name in files[::max(1, len(files) // CHANNEL_SAMPLE)]:
+        try:
+            if isinstance(read_image(Path(root) / name, channels, stretch), torch.Tensor):
+                return np.uint16
+        except UNREADABLE_ERRORS:
+            continue
+    return np.uint8
 
 
 class Decode(Dataset):
-    """(uint8 array (channels, side, side), index) per file, or (None, index) if unreadable."""
+    """(array (channels, side, side) of dtype, index) per file, or (None, index) if unreadable."""
 
-    def __init__(self, root, files, channels: int, side: int, stretch: str):
+    def __init__(self, root, files, channels: int, side: int, stretch: str, dtype):
         self.root, self.files, self.channels, self.side = Path(root), files, channels, side
-        self.stretch = stretch
+        self.stretch, self.dtype = stretch, dtype
 
     def __len__(self):
         return len(self.files)
@@ -44,9 +63,10 @@ class Decode(Dataset):
             log.warning("skipping unreadable image %s (%s)", self.root / self.files[index], err)
             return None, index
         if isinstance(img, torch.Tensor):
-            unit = resize_unit(img, self.side)
-            return unit.mul(255).round().clamp(0, 255).to(torch.uint8).numpy(), index
-        return picture_bands(img.resize((self.side, self.side), Image.Resampling.BILINEAR)), index
+            top = DEEP_MAX if self.dtype == np.uint16 else 255
+            return resize_unit(img, self.side).mul(top).round().clamp(0, top).numpy().astype(self.dtype), index
+        pixels = picture_bands(img.resize((self.side, self.side), Image.Resampling.BILINEAR))
+        return (pixels.astype(np.uint16) * PICTURE_TO_DEEP if self.dtype == np.uint16 else pixels), index
 
 
 def keep_as_list(batch):
@@ -55,21 +75,24 @@ def keep_as_list(batch):
 
 def decoded_cache(root, files, channels: int, side: int, cache_dir: Path, workers: int,
                   stretch: str = "auto"):
-    """(images memmap (n, channels, side, side) uint8, readable mask), built on first use."""
+    """(images memmap (n, channels, side, side) uint8 or uint16, readable mask), built on first use."""
+    dtype = cache_dtype(root, files, channels, stretch)
     meta = {"data_dir": str(Path(root).resolve()), "data_sha256": data_digest(root, files),
-            "n_files": len(files), "channels": channels, "side": side, "stretch": stretch}
+            "n_files": len(files), "channels": channels, "side": side, "stretch": stretch,
+            "dtype": np.dtype(dtype).name}
     meta_path = cache_dir / "meta.json"
     if meta_path.is_file() and json.loads(meta_path.read_text()) == meta:
         log.info("reusing decoded images in %s", cache_dir)
         return np.load(cache_dir / "images.npy", mmap_mode="r"), np.load(cache_dir / "readable.npy")
     if meta_path.is_file():
         meta_path.unlink()
-    log.info("decoding %d images once into %s (%d x %d px)", len(files), cache_dir, side, side)
+    log.info("decoding %d images once into %s (%d x %d px, %s)", len(files), cache_dir, side, side,
+             np.dtype(dtype).name)
     readable = np.zeros(len(files), dtype=bool)
-    loader = DataLoader(Decode(root, files, channels, side, stretch), batch_size=DECODE_BATCH, num_workers=workers,
+    loader = DataLoader(Decode(root, files, channels, side, stretch, dtype), batch_size=DECODE_BATCH, num_workers=workers,
                         collate_fn=keep_as_list)
     with atomic_path(cache_dir / "images.npy") as tmp:
-        images = new_memmap(tmp, np.uint8, (len(files), channels, side, side))
+        images = new_memmap(tmp, dtype, (len(files), channels, side, side))
         for batch in loader:
             for pixels, index in batch:
                 if pixels is not None:
@@ -84,11 +107,10 @@ def decoded_cache(root, files, channels: int, side: int, cache_dir: Path, worker
 
 
 class CachedImages(Dataset):
-    """Items of the cache: (transform(image), index) with a per-image transform (a PIL image for
-    1 or 3 channels, a float tensor in [0, 1] for other band counts), else (uint8 tensor
-    (channels, side, side), index) for augmentation of whole batches later."""
+    """Items of the cache for per-image augmentation: (transform(image), index), the image as a
+    PIL picture for 8-bit 1- or 3-channel data, else as a float tensor in [0, 1]."""
 
-    def __init__(self, images, rows, transform=None):
+    def __init__(self, images, rows, transform):
         self.images, self.rows, self.transform = images, rows, transform
 
     def __len__(self):
@@ -96,9 +118,29 @@ class CachedImages(Dataset):
 
     def __getitem__(self, i):
         pixels = np.array(self.images[self.rows[i]])  # a copy: workers never hand out views of the map
-        if self.transform is None:
-            return torch.from_numpy(pixels), i
-        if len(pixels) not in (1, 3):
-            return self.transform(torch.from_numpy(pixels).float().div_(255)), i
+        if pixels.dtype != np.uint8 or len(pixels) not in (1, 3):
+            return self.transform(unit_tensor(torch.from_numpy(pixels))), i
         img = Image.fromarray(pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0))
         return self.transform(img), i
+
+
+class CachedBatches(Dataset):
+    """Whole batches of the cache for augmentation on the training device: item `positions` (a
+    list, from a BatchSampler) is (stored pixels (n, channels, side, side), positions), read
+    from the memory map in one sorted gather."""
+
+    def __init__(self, images, rows):
+        self.images, self.rows = images, np.asarray(rows)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, positions):
+        positions = np.sort(np.asarray(positions))
+        return torch.from_numpy(self.images[self.rows[positions]]), torch.from_numpy(positions)
+
+
+def unit_tensor(pixels: torch.Tensor) -> torch.Tensor:
+    """Stored cache pixels (uint8 or uint16, any device) as float32 in [0, 1]."""
+    top = 255 if pixels.dtype == torch.uint8 else DEEP_MAX
+    return pixels.to(torch.float32).div_(top)

@@ -1,51 +1,65 @@
-"""Training and validation batches for SSL_Train.py, three ways:
+"""Training and validation batches for SSL_Train.py, by one of three pipelines (PIPELINES):
 
-- default: each image decoded from its file and augmented on the CPU in loader workers (PIL,
-  lightly.transforms);
-- cache: decoded once into a uint8 memory-mapped array (cache.py), augmented as above;
-- cache + batch_augment: uint8 batches go to the device as they are and are augmented there as
-  whole batches (kornia), which keeps a GPU fed when CPU cores are few.
+- decode: each image decoded from its file and augmented on the CPU in loader workers (PIL,
+  lightly.transforms), every epoch;
+- cache: decoded once into a memory-mapped array (cache.py), augmented per image as above;
+- device: decoded once as in `cache`; whole batches of stored pixels go to the training device
+  as they are (pinned, non-blocking) and are augmented there (collate.BatchAugment), so the
+  CPU only gathers rows of the array. Measured on an H100 (README "Performance"): the per-image
+  pipelines feed a resnet18 a fraction of what it can take; this one is the default on a GPU.
 
 Batches reach the model as ((view0, view1), indices), in channels_last layout when asked.
 """
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
-from .cache import CachedImages, decoded_cache
-from collate import batch_train_transform, train_transform
+from .cache import CachedBatches, CachedImages, decoded_cache, unit_tensor
+from collate import BatchAugment, train_transform
 from .images import ImageFolder, collate_readable
+
+PIPELINES = ("decode", "cache", "device")
 
 
 class ArchiveData(pl.LightningDataModule):
     def __init__(self, root, train_files: list, val_files: list, channels: int, preset: str, input_size: int,
-                 batch_size: int, workers: int, pin_memory: bool, channels_last: bool,
-                 cache_dir=None, cache_side: int = 0, batch_augment: bool = False, stretch: str = "auto"):
+                 batch_size: int, workers: int, pin_memory: bool, channels_last: bool, pipeline: str = "decode",
+                 cache_dir=None, cache_side: int = 0, stretch: str = "auto"):
         super().__init__()
+        if pipeline not in PIPELINES:
+            raise ValueError(f"pipeline {pipeline!r}: choose one of {', '.join(PIPELINES)}")
         self.batch_size, self.workers, self.pin_memory = batch_size, workers, pin_memory
-        self.channels_last, self.batch_augment = channels_last, batch_augment
-        per_image = None if batch_augment else train_transform(preset, input_size, channels)
-        self.augment = batch_train_transform(preset, input_size, channels) if batch_augment else None
-        if cache_dir is None:
+        self.channels_last, self.pipeline = channels_last, pipeline
+        self.augment = BatchAugment(preset, input_size, channels) if pipeline == "device" else None
+        per_image = train_transform(preset, input_size, channels) if pipeline != "device" else None
+        if pipeline == "decode":
             self.train_set = ImageFolder(root, train_files, channels, per_image, stretch)
             self.val_set = ImageFolder(root, val_files, channels, per_image, stretch) if val_files else None
-        else:
-            files = sorted(train_files + val_files)
-            images, readable = decoded_cache(root, files, channels, cache_side, cache_dir, workers, stretch)
-            row = {name: i for i, name in enumerate(files)}
+            return
+        files = sorted(train_files + val_files)
+        images, readable = decoded_cache(root, files, channels, cache_side, cache_dir, workers, stretch)
+        row = {name: i for i, name in enumerate(files)}
 
-            def rows(names):
-                return [row[name] for name in names if readable[row[name]]]
-            self.train_set = CachedImages(images, rows(train_files), per_image)
-            self.val_set = CachedImages(images, rows(val_files), per_image) if val_files else None
+        def rows(names):
+            return [row[name] for name in names if readable[row[name]]]
+
+        def dataset(names):
+            if not names:
+                return None
+            return CachedImages(images, rows(names), per_image) if per_image else CachedBatches(images, rows(names))
+        self.train_set, self.val_set = dataset(train_files), dataset(val_files)
 
     def loader(self, dataset, shuffle: bool):
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle,
-                          # NT-Xent needs negatives: drop a ragged last batch unless it is the only one
-                          drop_last=shuffle and len(dataset) > self.batch_size,
-                          num_workers=self.workers, persistent_workers=self.workers > 0,
-                          pin_memory=self.pin_memory, collate_fn=collate_readable)
+        # NT-Xent needs negatives: drop a ragged last batch unless it is the only one
+        drop_last = shuffle and len(dataset) > self.batch_size
+        common = dict(num_workers=self.workers, persistent_workers=self.workers > 0, pin_memory=self.pin_memory)
+        if isinstance(dataset, CachedBatches):
+            order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+            return DataLoader(dataset, batch_size=None, sampler=BatchSampler(order, self.batch_size, drop_last),
+                              **common)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
+                          collate_fn=collate_readable, **common)
 
     def train_dataloader(self):
         return self.loader(self.train_set, shuffle=True)
@@ -56,10 +70,9 @@ class ArchiveData(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx):
         if batch is None:  # every image of the batch was unreadable
             return None
-        if self.batch_augment:
-            images, indices = batch
-            images = images.float().div_(255)
-            self.augment = self.augment.to(images.device)  # kornia keeps e.g. normalisation tensors
+        if self.pipeline == "device":
+            pixels, indices = batch
+            images = unit_tensor(pixels)
             views = (self.augment(images), self.augment(images))
         else:
             views, indices = batch

@@ -5,7 +5,7 @@ import torch
 from conftest import GALAXIES, THEMIS
 from PIL import Image
 
-from collate import PRESETS, batch_train_transform, eval_transform, preset_kwargs, preset_settings, train_transform
+from collate import PRESETS, BatchAugment, eval_transform, preset_kwargs, preset_settings, train_transform
 from spacessl.images import load_image
 
 
@@ -48,7 +48,7 @@ def test_eval_transform_is_deterministic_and_resizes_the_whole_image():
 def test_batch_augmentation_gives_two_views_per_image(preset, channels):
     torch.manual_seed(0)
     batch = torch.rand(1, channels, 60, 60).repeat(4, 1, 1, 1)  # four copies of one image
-    augment = batch_train_transform(preset, 48, channels)
+    augment = BatchAugment(preset, 48, channels)
     view0, view1 = augment(batch), augment(batch)
     assert view0.shape == view1.shape == (4, channels, 48, 48)
     assert not torch.equal(view0, view1)
