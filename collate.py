@@ -33,7 +33,7 @@ from spacessl.images import as_tensor
 # the three, the usual choice when a grey image goes through an ImageNet-style network.
 RGB_MEAN, RGB_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 GREY_MEAN, GREY_STD = [0.449], [0.226]
-LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601 weights, as torchvision's rgb_to_grayscale
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights, as torchvision's rgb_to_grayscale
 
 # The batch path's constants (BatchAugment), each as torchvision / lightly do it per image.
 CROP_TRIES = 10                 # RandomResizedCrop's redraws before it falls back to a central crop
@@ -148,13 +148,20 @@ class BatchAugment:
     the colour jitter, one grouped convolution for the blur. Draws follow lightly's SimCLR view
     (crop, flips, rotation, colour jitter in random order, greyscale, blur, normalisation) with
     the preset's ranges and rates, so the per-image and the batch path train the same recipe.
-    Parameters are drawn on the CPU from torch's generator (seeded runs repeat on any device);
+    Parameters are drawn on the CPU from torch's generator (seeded runs repeat on any device),
+    in the loader workers when training, and travel with the batch: `apply` never copies from
+    host memory or waits for the device, so the CPU queues the next step while the GPU works.
     `draw` and `apply` are separate so fixed parameters give a fixed output."""
 
     def __init__(self, preset: str, input_size: int, channels: int):
         self.s, self.size, self.channels = preset_settings(preset), input_size, channels
         norm = normalization(channels)
-        self.mean, self.std = torch.tensor(norm["mean"]), torch.tensor(norm["std"])
+        self.scale = {torch.device("cpu"): (torch.tensor(norm["mean"])[:, None, None],
+                                            torch.tensor(norm["std"])[:, None, None])}
+        s = self.s
+        strengths = [s["cj_bright"], s["cj_contrast"]] + ([s["cj_sat"], s["cj_hue"]] if channels == 3 else [0, 0])
+        self.jitter_steps = [step for step, strength in enumerate(strengths)
+                             if strength * s["cj_strength"] > 0 and s["cj_prob"] > 0]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.apply(images, self.draw(len(images), images.shape[-2], images.shape[-1]))
@@ -181,11 +188,29 @@ class BatchAugment:
         factors = [uniform(max(0.0, 1 - strength * s[k]), 1 + strength * s[k])
                    for k in ("cj_bright", "cj_contrast", "cj_sat")]
         factors.append(uniform(-strength * s["cj_hue"], strength * s["cj_hue"]))
-        return {"crop": torch.stack([left, top, crop_w, crop_h], 1), "angle": angle,
-                "hflip": chance(s["hf_prob"]), "vflip": chance(s["vf_prob"]), "jitter": chance(s["cj_prob"]),
-                "factors": torch.stack(factors, 1), "order": torch.rand(n, JITTER_STEPS, generator=generator).argsort(1),
-                "grey": chance(s["random_gray_scale"]), "blur": chance(s["gaussian_blur"]),
-                "sigma": uniform(*s["sigmas"])}
+        return self.plan({"crop": torch.stack([left, top, crop_w, crop_h], 1), "angle": angle,
+                          "hflip": chance(s["hf_prob"]), "vflip": chance(s["vf_prob"]), "jitter": chance(s["cj_prob"]),
+                          "factors": torch.stack(factors, 1),
+                          "order": torch.rand(n, JITTER_STEPS, generator=generator).argsort(1),
+                          "grey": chance(s["random_gray_scale"]), "blur": chance(s["gaussian_blur"]),
+                          "sigma": uniform(*s["sigmas"])})
+
+    def plan(self, params: dict) -> dict:
+        """The drawn parameters (CPU) with what follows from them: "ranked", each image's active
+        jitter steps in its drawn order, and the rows each step changes ("hue_rows" per place
+        in that order, "grey_rows", "blur_rows"), so that `apply` learns them from tensor
+        shapes, never by asking the device. Call it again after changing parameters by hand."""
+        steps = torch.tensor(self.jitter_steps, dtype=torch.long)
+        position = params["order"].argsort(1)
+        ranked = steps[position[:, steps].argsort(1)]
+
+        def rows(mask):
+            return mask.nonzero()[:, 0]
+        none = torch.zeros(len(ranked), dtype=torch.bool)
+        return {**params, "ranked": ranked,
+                "hue_rows": [rows(params["jitter"] & (ranked[:, place] == HUE)) for place in range(len(steps))],
+                "grey_rows": rows(params["grey"] if self.channels == 3 else none),
+                "blur_rows": rows(params["blur"] if self.s["gaussian_blur"] > 0 else none)}
 
     def _crop_sizes(self, n, height, width, uniform):
         """torchvision's RandomResizedCrop: an area share in [min_scale, 1] and a log-uniform
@@ -208,24 +233,25 @@ class BatchAugment:
         return crop_w, crop_h
 
     def apply(self, images: torch.Tensor, params: dict) -> torch.Tensor:
-        """The views (N, channels, input_size, input_size), normalised, for images in [0, 1]."""
-        factor = self._supersampling(params["crop"], *images.shape[-2:])  # from the CPU copy: no device sync
-        p = {key: value.to(images.device, non_blocking=True) for key, value in params.items()}
-        x = self._geometry(images.float(), p, factor)
-        x = self._jitter(x, p, params)
-        # Greyscale and blur on the images drawn for them only (indices from the CPU copy).
-        if self.channels == 3 and params["grey"].any():
-            chosen = params["grey"].nonzero()[:, 0].to(x.device, non_blocking=True)
-            x[chosen] = grey(x[chosen]).expand(-1, 3, -1, -1)
-        if params["blur"].any():
-            chosen = params["blur"].nonzero()[:, 0].to(x.device, non_blocking=True)
-            x[chosen] = self._blur(x[chosen], p["sigma"][chosen])
-        return (x - self.mean.to(x.device)[:, None, None]) / self.std.to(x.device)[:, None, None]
+        """The views (N, channels, input_size, input_size), normalised, for images in [0, 1] and
+        parameters from `draw` (on the CPU or already on the images' device)."""
+        p = {key: [v.to(images.device) for v in value] if isinstance(value, list) else value.to(images.device)
+             for key, value in params.items()}
+        x = self._geometry(images.float(), p, self._supersampling(*images.shape[-2:]))
+        x = self._jitter(x, p)
+        if len(p["grey_rows"]):
+            x[p["grey_rows"]] = grey(x[p["grey_rows"]]).expand(-1, 3, -1, -1)
+        if len(p["blur_rows"]):
+            x[p["blur_rows"]] = self._blur(x[p["blur_rows"]], p["sigma"][p["blur_rows"]])
+        if x.device not in self.scale:
+            self.scale[x.device] = tuple(t.to(x.device) for t in self.scale[torch.device("cpu")])
+        mean, std = self.scale[x.device]
+        return (x - mean) / std
 
-    def _supersampling(self, crop, height: int, width: int) -> int:
-        """Samples per output pixel and axis: about the batch's largest shrink, at most MAX_SUPERSAMPLE."""
-        shrink = max(float((crop[:, 2] * width).max()), float((crop[:, 3] * height).max())) / self.size
-        return int(min(MAX_SUPERSAMPLE, max(1, round(shrink))))
+    def _supersampling(self, height: int, width: int) -> int:
+        """Samples per output pixel and axis: the shrink of a whole-image crop (the largest a
+        batch of any size nearly always holds), at most MAX_SUPERSAMPLE."""
+        return int(min(MAX_SUPERSAMPLE, max(1, round(max(height, width) / self.size))))
 
     def _geometry(self, x, p, factor: int):
         """Crop, flips and rotation as one bilinear sampling grid. A crop larger than the
@@ -248,36 +274,25 @@ class BatchAugment:
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False) * inside
         return F.avg_pool2d(out, factor) if factor > 1 else out
 
-    def _jitter(self, x, p, drawn):
+    def _jitter(self, x, p):
         """torchvision's ColorJitter on the images drawn for it: brightness, contrast,
         saturation and hue in a random order per image (saturation and hue on RGB only).
         Brightness, contrast and saturation are each a blend, clamp(f x + (1 - f) other),
         with black, the image's mean grey or its grey image: one blend per place in the order
         covers every image, with f = 1 (no change) where an image has no such step there."""
-        s = self.s
-        strengths = [s["cj_bright"], s["cj_contrast"]] + ([s["cj_sat"], s["cj_hue"]] if self.channels == 3 else [0, 0])
-        steps = [step for step, strength in enumerate(strengths) if strength * s["cj_strength"] > 0]
-        if s["cj_prob"] <= 0 or not steps or not drawn["jitter"].any():
-            return x
-        # Each image's active steps in its drawn order (the CPU copy: no device sync).
-        position = drawn["order"].argsort(1)
-        ranked = torch.tensor(steps)[position[:, steps].argsort(1)]
-        for place in range(len(steps)):
-            step = ranked[:, place]
-            hue = drawn["jitter"] & (step == HUE)
-            step = step.to(x.device, non_blocking=True)
+        for place, hue_rows in enumerate(p["hue_rows"]):
+            step = p["ranked"][:, place]
             factor = p["factors"].gather(1, step[:, None])[:, 0]
             factor = torch.where(p["jitter"] & (step != HUE), factor, torch.ones_like(factor))[:, None, None, None]
             other = torch.zeros_like(factor)
-            if CONTRAST in steps:
+            if CONTRAST in self.jitter_steps:
                 mean = grey(x).mean((1, 2, 3), keepdim=True)
                 other = torch.where(step[:, None, None, None] == CONTRAST, mean, other)
-            if SATURATION in steps:
+            if SATURATION in self.jitter_steps:
                 other = other + (step == SATURATION)[:, None, None, None] * grey(x)
             x = torch.addcmul((1 - factor) * other, x, factor).clamp_(0, 1)
-            if hue.any():
-                chosen = hue.nonzero()[:, 0].to(x.device, non_blocking=True)
-                x[chosen] = adjust_hue(x[chosen], p["factors"][chosen, HUE] * 2 * math.pi)
+            if len(hue_rows):
+                x[hue_rows] = adjust_hue(x[hue_rows], p["factors"][hue_rows, HUE] * 2 * math.pi)
         return x
 
     def _blur(self, x, sigma):
@@ -298,7 +313,7 @@ class BatchAugment:
 def grey(x: torch.Tensor) -> torch.Tensor:
     """(N, 1, H, W): luma for RGB (ITU-R 601, as torchvision's rgb_to_grayscale), else the band mean."""
     if x.shape[1] == 3:
-        return (x * LUMA.to(x.device)[:, None, None]).sum(1, keepdim=True)
+        return LUMA[0] * x[:, :1] + LUMA[1] * x[:, 1:2] + LUMA[2] * x[:, 2:]
     return x.mean(1, keepdim=True)
 
 

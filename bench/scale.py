@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pytorch_lightning.utilities import move_data_to_device
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -113,10 +114,7 @@ def pipeline_batches(data: ArchiveData, device):
         for batch in data.train_dataloader():
             if batch is None:
                 continue
-            images, indices = batch
-            images = [x.to(device, non_blocking=True) for x in images] if isinstance(images, list) \
-                else images.to(device, non_blocking=True)
-            views, _ = data.on_after_batch_transfer((images, indices), 0)
+            views, _ = data.on_after_batch_transfer(move_data_to_device(batch, device), 0)
             yield views
 
 

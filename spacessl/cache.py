@@ -126,18 +126,22 @@ class CachedImages(Dataset):
 
 class CachedBatches(Dataset):
     """Whole batches of the cache for augmentation on the training device: item `positions` (a
-    list, from a BatchSampler) is (stored pixels (n, channels, side, side), positions), read
-    from the memory map in one sorted gather."""
+    list, from a BatchSampler) is (stored pixels (n, channels, side, side), positions, the
+    augmentation parameters of two views), the pixels read from the memory map in one sorted
+    gather. The parameters are drawn here, in a loader worker, so they reach the device with
+    the pixels (pinned, in one transfer)."""
 
-    def __init__(self, images, rows):
-        self.images, self.rows = images, np.asarray(rows)
+    def __init__(self, images, rows, augment):
+        self.images, self.rows, self.augment = images, np.asarray(rows), augment
 
     def __len__(self):
         return len(self.rows)
 
     def __getitem__(self, positions):
         positions = np.sort(np.asarray(positions))
-        return torch.from_numpy(self.images[self.rows[positions]]), torch.from_numpy(positions)
+        pixels = torch.from_numpy(self.images[self.rows[positions]])
+        views = [self.augment.draw(len(positions), *pixels.shape[-2:]) for _ in range(2)]
+        return pixels, torch.from_numpy(positions), views
 
 
 def unit_tensor(pixels: torch.Tensor) -> torch.Tensor:

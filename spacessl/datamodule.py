@@ -4,8 +4,9 @@
   lightly.transforms), every epoch;
 - cache: decoded once into a memory-mapped array (cache.py), augmented per image as above;
 - device: decoded once as in `cache`; whole batches of stored pixels go to the training device
-  as they are (pinned, non-blocking) and are augmented there (collate.BatchAugment), so the
-  CPU only gathers rows of the array. Measured on an H100 (README "Performance"): the per-image
+  as they are, with augmentation parameters drawn in the loader workers (pinned, one
+  transfer), and are augmented there (collate.BatchAugment), so the CPU only gathers rows of
+  the array and never waits for the GPU. Measured on an H100 (README "Performance"): the per-image
   pipelines feed a resnet18 a fraction of what it can take; this one is the default on a GPU.
 
 Batches reach the model as ((view0, view1), indices), in channels_last layout when asked.
@@ -47,7 +48,8 @@ class ArchiveData(pl.LightningDataModule):
         def dataset(names):
             if not names:
                 return None
-            return CachedImages(images, rows(names), per_image) if per_image else CachedBatches(images, rows(names))
+            return CachedImages(images, rows(names), per_image) if per_image else \
+                CachedBatches(images, rows(names), self.augment)
         self.train_set, self.val_set = dataset(train_files), dataset(val_files)
 
     def loader(self, dataset, shuffle: bool):
@@ -71,9 +73,9 @@ class ArchiveData(pl.LightningDataModule):
         if batch is None:  # every image of the batch was unreadable
             return None
         if self.pipeline == "device":
-            pixels, indices = batch
+            pixels, indices, params = batch
             images = unit_tensor(pixels)
-            views = (self.augment(images), self.augment(images))
+            views = tuple(self.augment.apply(images, view) for view in params)
         else:
             views, indices = batch
         if self.channels_last:

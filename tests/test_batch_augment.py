@@ -24,11 +24,12 @@ def plain(augment, n, **changes):
     for key in ("hflip", "vflip", "jitter", "grey", "blur"):
         params[key] = torch.zeros(n, dtype=torch.bool)
     params.update(changes)
-    return params
+    return augment.plan(params)
 
 
 def unnormalised(augment, images, params):
-    return augment.apply(images, params) * augment.std[:, None, None] + augment.mean[:, None, None]
+    mean, std = augment.scale[torch.device("cpu")]
+    return augment.apply(images, params) * std + mean
 
 
 def yes(n):
@@ -48,9 +49,9 @@ def test_fixed_geometry_matches_torchvision(rgb):
     torch.testing.assert_close(turned, TF.rotate(x, 90))  # counter-clockwise, as lightly's rr_degrees
     torch.testing.assert_close(unnormalised(augment, x, plain(augment, 4, hflip=yes(4))), x.flip(-1))
     torch.testing.assert_close(unnormalised(augment, x, plain(augment, 4, vflip=yes(4))), x.flip(-2))
-    big = torch.rand(4, 3, 16, 16)
-    quarter = plain(augment, 4, crop=torch.tensor([[0.5, 0.0, 0.5, 0.5]] * 4))  # top right quarter
-    torch.testing.assert_close(unnormalised(augment, big, quarter), big[..., :8, 8:])
+    big = torch.rand(4, 3, 10, 10)
+    corner = plain(augment, 4, crop=torch.tensor([[0.2, 0.0, 0.8, 0.8]] * 4))  # the top right 8 x 8 px
+    torch.testing.assert_close(unnormalised(augment, big, corner), big[..., :8, 2:])
     # A 45-degree turn leaves the corners black (torchvision's fill), the centre as it was.
     corners = unnormalised(augment, x, plain(augment, 4, angle=torch.full((4,), 45.0)))
     assert corners[..., 0, 0].abs().max() < 1e-6

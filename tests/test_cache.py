@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from spacessl.cache import CachedBatches, CachedImages, decoded_cache
-from collate import train_transform
+from collate import BatchAugment, train_transform
 from conftest import GALAXIES, THEMIS, TINY, copy_images, run_cli
 from spacessl.images import find_images, load_image, read_image
 
@@ -62,9 +62,10 @@ def test_cached_items_for_both_augmentation_paths(tmp_path):
     copy_images(THEMIS, tmp_path / "data", 2)
     files = find_images(tmp_path / "data")
     images, _ = decoded_cache(tmp_path / "data", files, 1, 40, tmp_path / "cache", 0)
-    raw, positions = CachedBatches(images, [1, 0])[[1, 0]]  # a batch is gathered in sorted order
+    raw, positions, views = CachedBatches(images, [1, 0], BatchAugment("allsky", 32, 1))[[1, 0]]
     assert positions.tolist() == [0, 1] and raw.dtype == torch.uint16 and raw.shape == (2, 1, 40, 40)
-    assert torch.equal(raw[0].int(), torch.from_numpy(images[1].astype(np.int32)))
+    assert torch.equal(raw[0].int(), torch.from_numpy(images[1].astype(np.int32)))  # gathered in sorted order
+    assert len(views) == 2 and views[0]["crop"].shape == (2, 4) and not torch.equal(views[0]["crop"], views[1]["crop"])
     (view0, view1), _ = CachedImages(images, [0, 1], train_transform("allsky", 32, 1))[1]
     assert view0.shape == view1.shape == (1, 32, 32) and not torch.equal(view0, view1)
 
