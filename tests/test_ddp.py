@@ -2,6 +2,7 @@
 ranks must train like 1 process with the doubled batch, not like 1 process with the per-rank
 batch; embedding on 2 ranks must give exactly the single-process embeddings."""
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from conftest import GALAXIES, ROOT, copy_images
+from conftest import GALAXIES, ROOT, copy_images, run_cli
 
 # Temperature 0.5: at it NT-Xent stays near log(2N - 1) over these first steps, which the
 # comparison below reads the number of negatives from (the default 0.2 spreads the loss wider).
@@ -17,21 +18,28 @@ COMMON = ["--INPUT_SIZE=32", "--MAX_EPOCHS=3", "--WARMUP_EPOCHS=0", "--NUM_WORKE
           "--PROJ_OUT_DIM=32", "--ACCELERATOR=cpu", "--VAL_FRACTION=0", "--AUGMENTATION=astro", "--TEMPERATURE=0.5"]
 
 
-def train(data, runs, name, *extra):
-    """Run SSL_Train.py as a command (DDP starts its other ranks by re-running the command)."""
-    result = subprocess.run([sys.executable, "SSL_Train.py", f"--DATA_DIR={data}", f"--CHECKPOINT_DIR={runs}",
-                             f"--RUN_NAME={name}", *COMMON, *extra], cwd=ROOT, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+def train(data, runs, name, *extra, processes=1):
+    """Run SSL_Train.py: as a command for DDP (which starts its other ranks by re-running the
+    command), in this process for one (the same code, without a second start-up)."""
+    argv = [f"--DATA_DIR={data}", f"--CHECKPOINT_DIR={runs}", f"--RUN_NAME={name}", *COMMON, f"--DEVICES={processes}",
+            *extra]
+    if processes > 1:
+        result = subprocess.run([sys.executable, "SSL_Train.py", *argv], cwd=ROOT, capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    else:
+        import SSL_Train
+
+        assert run_cli(SSL_Train, argv) == 0
     metrics = pd.read_csv(runs / name / "logs" / "version_0" / "metrics.csv")
     return metrics["train_loss_epoch"].dropna().to_numpy()
 
 
 def test_two_processes_train_like_one_with_the_doubled_batch(tmp_path):
     copy_images(GALAXIES, tmp_path / "data", 64)
-    two_ranks = train(tmp_path / "data", tmp_path / "runs", "ddp", "--DEVICES=2", "--BATCH_SIZE=8")
-    doubled = train(tmp_path / "data", tmp_path / "runs", "one16", "--DEVICES=1", "--BATCH_SIZE=16")
-    per_rank = train(tmp_path / "data", tmp_path / "runs", "one8", "--DEVICES=1", "--BATCH_SIZE=8")
+    two_ranks = train(tmp_path / "data", tmp_path / "runs", "ddp", "--BATCH_SIZE=8", processes=2)
+    doubled = train(tmp_path / "data", tmp_path / "runs", "one16", "--BATCH_SIZE=16")
+    per_rank = train(tmp_path / "data", tmp_path / "runs", "one8", "--BATCH_SIZE=8")
     assert len(two_ranks) == len(doubled) == len(per_rank) == 3
     # NT-Xent grows with the number of negatives (~log(2N - 1)): gathered over 2 ranks of 8 it
     # must match a single batch of 16 (log 31 = 3.43), not a single batch of 8 (log 15 = 2.71).
@@ -42,7 +50,7 @@ def test_two_processes_train_like_one_with_the_doubled_batch(tmp_path):
     assert (tmp_path / "runs" / "ddp" / "last.ckpt").is_file()
 
 
-def test_embedding_on_two_processes_equals_one(trained_run, tmp_path):
+def test_embedding_on_two_processes_equals_one(trained_run, tmp_path, caplog):
     """SSL_Embed.py with 2 CPU ranks writes the same cache as SSL_Evaluate.py in one process,
     leaving out an unreadable image, and SSL_Evaluate.py then reuses it."""
     data = tmp_path / "data"
@@ -50,9 +58,9 @@ def test_embedding_on_two_processes_equals_one(trained_run, tmp_path):
     (data / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     for name in ("single", "multi"):
         shutil.copytree(trained_run, tmp_path / name)
-    single = subprocess.run([sys.executable, "SSL_Evaluate.py", f"--RUN={tmp_path / 'single'}", f"--DATA_DIR={data}",
-                             "--NUM_WORKERS=0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert single.returncode == 0, single.stderr[-3000:]
+    import SSL_Evaluate
+
+    assert run_cli(SSL_Evaluate, [f"--RUN={tmp_path / 'single'}", f"--DATA_DIR={data}", "--NUM_WORKERS=0"]) == 0
     multi = subprocess.run([sys.executable, "SSL_Embed.py", f"--RUN={tmp_path / 'multi'}", f"--DATA_DIR={data}",
                             "--NUM_WORKERS=0", "--ACCELERATOR=cpu", "--DEVICES=2", "--BATCH_SIZE=4"],
                            cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -64,6 +72,7 @@ def test_embedding_on_two_processes_equals_one(trained_run, tmp_path):
     np.testing.assert_allclose(np.load(caches[1] / "embeddings.npy"), np.load(caches[0] / "embeddings.npy"),
                                atol=1e-5)
     assert not (caches[1] / "shards").exists()
-    reuse = subprocess.run([sys.executable, "SSL_Evaluate.py", f"--RUN={tmp_path / 'multi'}", f"--DATA_DIR={data}",
-                            "--NUM_WORKERS=0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert reuse.returncode == 0 and "reusing embeddings" in reuse.stderr
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="spacessl"):
+        assert run_cli(SSL_Evaluate, [f"--RUN={tmp_path / 'multi'}", f"--DATA_DIR={data}", "--NUM_WORKERS=0"]) == 0
+    assert "reusing embeddings" in caplog.text
