@@ -5,10 +5,14 @@ Usage:
     python SSL_Evaluate.py --RUN=checkpoints/oath_simclr --QUERY=00042.png
     python SSL_Evaluate.py --RUN=checkpoints/oath_simclr --QUERY=00042.png,00107.png --TOP_K=20
     python SSL_Evaluate.py --RUN=checkpoints/oath_simclr --QUERY=/path/to/new_event.png
+    python SSL_Evaluate.py --RUN=checkpoints/oath_simclr --QUERY=a.png,b.png --NOT=c.png,d.png
 
 The data set is embedded once into <run>/embeddings/ and reused until the images or the
 checkpoint change. Several comma-separated queries are searched by the mean of their
-embeddings; a query file outside the data set is embedded on the fly. Each search prints the
+embeddings; a query file outside the data set is embedded on the fly. NOT names images the
+results should not be like: with at least two of each, the archive is ranked by the mean of
+the QUERY images plus the direction of a linear classifier of QUERY against NOT
+(spacessl/hunt.py; SSL_Explore.py does the same interactively). Each search prints the
 table and writes <run>/queries/<query>-<time>/: neighbours.csv, neighbours.png, config.json
 (the settings) and, with REPORT, report.html (one self-contained page: the query, its
 neighbours, the map of the data set with both marked, and Grad-CAM maps of what makes the
@@ -23,6 +27,7 @@ import numpy as np
 from spacessl.config import (UserError, atomic_path, format_config, require, resolve_config, run_main, usage,
                              wants_help)
 from spacessl.explain import CAM_LAYERS, explain_pair
+from spacessl.hunt import hunt_direction
 from spacessl.images import load_image
 from spacessl.index import ENCODINGS
 from spacessl.maps import METHODS, MIN_DIST, NEIGHBOURS, PERPLEXITY, draw_scatter, latest_map, project, save_map
@@ -30,7 +35,6 @@ from spacessl.maps import SEED as MAP_SEED
 from spacessl.queries import grid_figure, neighbour_panels, neighbours, resolve_query, split_queries
 from spacessl.report import created, file_uri, png_uri, write_page
 from spacessl.runs import new_output_dir, open_run, result_dir
-from spacessl.search import mean_query
 
 # ---- hyperparameters --------------------------------------------------------------------------
 RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py
@@ -40,6 +44,8 @@ QUERY = ""                      # image(s) to search for: a file name in the dat
 POSTPROCESS = "auto"            # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
                                 # auto (whiten if images >= dimensions, else centre; measured, README "Retrieval
                                 # quality") | whiten (PCA-whitened) | centre | none
+NOT = ""                        # images the results should not be like, as QUERY; with >= 2 of each, the ranking
+                                # adds a classifier of QUERY against NOT (spacessl/hunt.py); "" = none
 TOP_K = 10                      # neighbours to return, >= 1
 DATA_DIR = ""                   # images to search; "" = the folder the run was trained on
 OUTPUT_DIR = ""                 # where results go; "" = inside the run folder, or checkpoints/<run name> here
@@ -139,21 +145,30 @@ def main(argv):
     print(format_config(cfg))
     run = open_run(cfg)
     model, data_dir, vectors, names = run.model, run.data_dir, run.vectors, run.names
-    tokens = split_queries(cfg["QUERY"])
+    tokens, not_tokens = split_queries(cfg["QUERY"]), split_queries(cfg["NOT"])
+    require(tokens or not not_tokens, "--NOT needs --QUERY: the images the results should be like")
     if not tokens:
         print("no --QUERY given: embedding done")
         return
 
     index_of = {name: i for i, name in enumerate(names)}
     resolved = [resolve_query(token, data_dir, index_of, run.skipped) for token in tokens]
-    query = mean_query(np.stack([vectors[r] if isinstance(r, int) else run.embed(r) for r in resolved]))
-    table = neighbours(run, query, cfg["TOP_K"], [r for r in resolved if isinstance(r, int)], cfg["EXACT_LIMIT"],
-                       cfg["NLIST"], cfg["NPROBE"], cfg["INDEX_ENCODING"], cfg["RECALL_TARGET"])
+    unlike = [resolve_query(token, data_dir, index_of, run.skipped) for token in not_tokens]
+
+    def search_vectors(items):
+        return np.stack([vectors[r] if isinstance(r, int) else run.embed(r) for r in items]) if items else \
+            np.empty((0, vectors.shape[1]))
+    query, how = hunt_direction(search_vectors(resolved), search_vectors(unlike))
+    if unlike:
+        print(f"ranked by the {how}")
+    table = neighbours(run, query, cfg["TOP_K"], [r for r in resolved + unlike if isinstance(r, int)],
+                       cfg["EXACT_LIMIT"], cfg["NLIST"], cfg["NPROBE"], cfg["INDEX_ENCODING"], cfg["RECALL_TARGET"])
     rows = [index_of[name] for name in table.filename]
 
     query_paths = [data_dir / names[r] if isinstance(r, int) else r for r in resolved]
     label = Path(tokens[0]).stem + (f"+{len(tokens) - 1}" if len(tokens) > 1 else "")
-    out_dir = result_dir(run, "queries", label, cfg, queries=[str(p) for p in query_paths])
+    out_dir = result_dir(run, "queries", label, cfg, queries=[str(p) for p in query_paths],
+                         not_like=[str(data_dir / names[r]) if isinstance(r, int) else str(r) for r in unlike])
     with atomic_path(out_dir / "neighbours.csv") as tmp:
         table.to_csv(tmp, index=False)
     grid = grid_figure(neighbour_panels(query_paths, data_dir, table), model.hparams.in_channels,

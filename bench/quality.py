@@ -46,6 +46,8 @@ GALAXY_EPOCHS = 22               # fits in ~20 min here
 MIRABEST_STORED = 80             # px side of the resized copies
 MIRABEST_INPUT = 64              # px crops the network sees
 MIRABEST_EPOCHS = 80             # fits in ~20 min here, kNN monitor included
+GALAXY_RECIPE = "--AUGMENTATION=astro"                        # SSL_Train.py settings for galaxies
+MIRABEST_RECIPE = "--AUGMENTATION=radio --TEMPERATURE=0.2"   # for radio sources (README "Retrieval quality")
 BATCH_SIZE = 128                 # training batch for both sets
 WARMUP_EPOCHS = 3                # learning-rate warm-up for both sets
 NUM_WORKERS = 2                  # loader processes (this machine has 2 cores)
@@ -92,8 +94,8 @@ def bench_set(cfg: dict, name: str, method: str, data: Path, out: Path, baseline
     galaxy = name == "galaxyzoo"
     run_name = f"{name}_{method}"
     train_args = [f"--DATA_DIR={data / 'images'}", f"--CHECKPOINT_DIR={out / 'runs'}", f"--RUN_NAME={run_name}",
-                  f"--METHOD={method}",
-                  "--AUGMENTATION=astro", f"--BATCH_SIZE={cfg['BATCH_SIZE']}",
+                  f"--METHOD={method}", *cfg["GALAXY_RECIPE" if galaxy else "MIRABEST_RECIPE"].split(),
+                  f"--BATCH_SIZE={cfg['BATCH_SIZE']}",
                   f"--WARMUP_EPOCHS={cfg['WARMUP_EPOCHS']}", f"--NUM_WORKERS={cfg['NUM_WORKERS']}",
                   f"--INPUT_SIZE={cfg['GALAXY_INPUT'] if galaxy else cfg['MIRABEST_INPUT']}",
                   f"--MAX_EPOCHS={cfg['GALAXY_EPOCHS'] if galaxy else cfg['MIRABEST_EPOCHS']}"]

@@ -5,6 +5,7 @@
     table = run.search("587722983360102542.jpg", k=10)    # a pandas DataFrame: rank, filename, cosine_distance
     run.show(table)                                       # the neighbour grid, drawn inline in Jupyter
     run.search(["a.png", "b.png"]); run.search(np.load("frame.npy")); run.search(Image.open("new.png"))
+    run.search(["a.png", "b.png"], not_like=["c.png", "d.png"])  # more like these, not like those
 
 Run it from the repository root (or put the root on sys.path): the model reads collate.py there.
 """
@@ -19,7 +20,7 @@ from matplotlib.figure import Figure
 from .queries import grid_figure, neighbour_panels, neighbours, resolve_query
 from .runs import OpenRun
 from .runs import open_run as open_cached_run
-from .search import mean_query
+from .hunt import hunt_direction
 
 GRID_COLUMNS = 6    # panels per row of Run.show's grid
 PANEL_INCHES = 2.2  # width of one panel
@@ -54,14 +55,25 @@ class Run:
         embedded and post-processed exactly like the rows of `vectors`."""
         return self.opened.embed(image)
 
-    def search(self, query, k: int = 10) -> pd.DataFrame:
+    def search(self, query, k: int = 10, not_like=()) -> pd.DataFrame:
         """The k images nearest to `query`: a file name in the data set (or a path), a list of them
-        (searched by the mean of their embeddings), a PIL image or an array. The query images
-        themselves are never returned."""
+        (searched by the mean of their embeddings), a PIL image or an array. `not_like`: images
+        the results should not be like, given the same ways; with at least two of each the
+        ranking adds a classifier of query against not_like (hunt.py). The given
+        images themselves are never returned."""
+        yes_rows, yes, files = self._resolve(query)
+        no_rows, no, _ = self._resolve(not_like)
+        direction, _ = hunt_direction(yes, no)
+        table = neighbours(self.opened, direction, k, yes_rows + no_rows)
+        table.attrs["query_files"] = files  # for show()
+        return table
+
+    def _resolve(self, items):
+        """(rows in the data set, search vectors, image files) of the given images."""
         run = self.opened
         index_of = {name: i for i, name in enumerate(run.names)}
         rows, vectors, files = [], [], []
-        for item in query if isinstance(query, (list, tuple)) else [query]:
+        for item in items if isinstance(items, (list, tuple)) else [items]:
             found = resolve_query(str(item), run.data_dir, index_of, run.skipped) \
                 if isinstance(item, (str, Path)) else item
             if isinstance(found, int):
@@ -71,9 +83,8 @@ class Run:
             else:
                 vectors.append(self.embed(found))
                 files += [found] if isinstance(found, Path) else []
-        table = neighbours(run, mean_query(np.stack(vectors)), k, rows)
-        table.attrs["query_files"] = files  # for show()
-        return table
+        width = run.vectors.shape[1]
+        return rows, np.stack(vectors) if vectors else np.empty((0, width)), files
 
     def show(self, table: pd.DataFrame, columns: int = GRID_COLUMNS) -> Figure:
         """The query (when it was a file) and its neighbours as a grid; a Jupyter cell shows it."""

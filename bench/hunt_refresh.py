@@ -1,0 +1,81 @@
+"""How long the explorer takes to rank the archive again after a mark, at archive scale.
+
+Usage (from the repository root):
+    .venv/bin/python bench/hunt_refresh.py                      # 100,000 vectors, ~1 min here
+    .venv/bin/python bench/hunt_refresh.py --IMAGES=1000000 --EXACT_LIMIT=200000
+
+Synthetic unit vectors with the spread of real embeddings (a Gaussian whose k-th eigenvalue is
+proportional to k^-SPECTRUM, randomly rotated) stand in for a run's embeddings; marks go to
+random images. Each timed refresh is what one click on "yes" or "no" costs the server
+(spacessl/explore.Explorer.mark): fit the ranking from all marks (hunt.py), search the archive
+for the SHOWN best unmarked images, write marks.csv and ranking.csv. Printed: ms per refresh
+(median and slowest of REPEATS) with the mean-of-yes ranking and once the classifier joins it.
+"""
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from spacessl.config import resolve_config, run_main, usage, wants_help  # noqa: E402
+from spacessl.explore import Explorer  # noqa: E402
+
+# ---- hyperparameters --------------------------------------------------------------------------
+IMAGES = 100000                  # synthetic archive size
+DIM = 512                        # embedding width (resnet18's)
+SPECTRUM = 0.8                   # eigenvalue k of the covariance ~ k^-SPECTRUM (issue 14's realistic spread)
+MARKS = 20                       # marks made, alternating yes and no; the classifier starts at 2 of each
+REPEATS = 10                     # timed refreshes with the classifier (the last REPEATS marks)
+SHOWN = 24                       # ranked images returned per refresh (SSL_Explore.py's default)
+EXACT_LIMIT = 200000             # above: the FAISS index (built once, before timing)
+SEED = 0
+# -----------------------------------------------------------------------------------------------
+
+
+def spectrum_vectors(n: int, dim: int, power: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rotation, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    scales = np.arange(1, dim + 1) ** (-power / 2)
+    vectors = (rng.normal(size=(n, dim)).astype(np.float32) * scales.astype(np.float32)) @ rotation.astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def main(argv):
+    if wants_help(argv):
+        print(usage(__doc__, __file__))
+        return
+    cfg = resolve_config(globals(), argv)
+    vectors = spectrum_vectors(cfg["IMAGES"], cfg["DIM"], cfg["SPECTRUM"], cfg["SEED"])
+    names = [f"{i:08d}.png" for i in range(cfg["IMAGES"])]
+    with tempfile.TemporaryDirectory(dir=ROOT / "checkpoints", prefix=".bench_hunt-") as home:
+        run = SimpleNamespace(names=names, vectors=vectors, home=Path(home), run_dir=Path(home), data_dir=Path(home),
+                              skipped=[], cache_dir=Path(home) / "index", transform=SimpleNamespace(kind="none"))
+        (Path(home) / "index").mkdir()
+        (Path(home) / "index" / "meta.json").write_text('{"synthetic": true}')
+        explorer = Explorer(run, {"SHOWN": cfg["SHOWN"], "EXACT_LIMIT": cfg["EXACT_LIMIT"]})
+        rng = np.random.default_rng(cfg["SEED"] + 1)
+        marked = rng.choice(cfg["IMAGES"], cfg["MARKS"], replace=False)
+        times = {"mean of yes": [], "mean + classifier": []}
+        for i, row in enumerate(marked):
+            start = time.perf_counter()
+            state = explorer.mark(names[row], "yes" if i % 2 == 0 else "no")
+            elapsed = 1000 * (time.perf_counter() - start)
+            kind = "mean + classifier" if "classifier" in state["method"] else "mean of yes"
+            if kind == "mean of yes" or i >= cfg["MARKS"] - cfg["REPEATS"]:
+                times[kind].append(elapsed)
+    print(f"{cfg['IMAGES']:,} vectors of {cfg['DIM']}, {'exact search' if cfg['IMAGES'] <= cfg['EXACT_LIMIT'] else 'FAISS index'}, "
+          f"{cfg['SHOWN']} shown; ms per refresh (median / slowest):")
+    for kind, values in times.items():
+        if values:
+            print(f"  {kind:<18} {statistics.median(values):8.1f} / {max(values):8.1f}   ({len(values)} refreshes)")
+
+
+if __name__ == "__main__":
+    run_main(main)

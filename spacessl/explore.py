@@ -1,0 +1,284 @@
+"""The explorer behind SSL_Explore.py: a local web app over a run's cached embeddings.
+
+Pages (one HTML file, explore.html, plain JavaScript): a map of the archive (the run's newest
+SSL_Map coordinates, points on a canvas, a thumbnail on hover), a query view (by name, by a
+click on the map, or by an uploaded image embedded on the fly) and a hunt view: mark images
+"yes" or "no" and the archive is ranked again from all marks (hunt.py), unmarked images first.
+
+Marks live in <run>/explore/marks.csv, the current ranking in ranking.csv beside it (both
+written atomically after every mark, under one lock, so two browser tabs marking at once lose
+nothing); they are read back when the explorer starts again. Thumbnails are made once from the
+images and cached in <run>/explore/thumbs/; the full images are never sent. Exports go to
+<run>/explore/exports/hunt-<time>/: ranking.csv and contact_sheet.png.
+"""
+
+import hashlib
+import io
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import uvicorn
+from PIL import Image
+from sklearn.decomposition import PCA
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Route
+
+from .config import UserError, atomic_path
+from .hunt import hunt_direction
+from .images import UNREADABLE_ERRORS, load_image
+from .maps import latest_map, unit_square
+from .queries import grid_figure, neighbours, resolve_query
+from .runs import new_output_dir
+
+PAGE = Path(__file__).with_name("explore.html")
+MARKS = ("yes", "no")
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+STARTUP_WAIT_S = 0.05  # polling interval while a test waits for the server to start
+
+
+class Explorer:
+    """The state behind the app: an opened run (runs.OpenRun), its marks and map."""
+
+    def __init__(self, run, settings: dict):
+        self.run, self.settings = run, settings
+        self.folder = run.home / "explore"
+        self.index_of = {name: i for i, name in enumerate(run.names)}
+        self.lock = threading.Lock()        # marks, ranking and their files
+        self.model_lock = threading.Lock()  # the model embeds one upload at a time
+        self.marks = self._read_marks()
+        self.coords, self.map_source = self._map()
+
+    def _read_marks(self) -> dict:
+        path = self.folder / "marks.csv"
+        if not path.is_file():
+            return {}
+        try:
+            table = pd.read_csv(path, keep_default_na=False, dtype=str)
+            marks = dict(zip(table["filename"], table["mark"]))
+        except (OSError, ValueError, KeyError) as err:
+            raise UserError(f"{path} cannot be read ({err}); fix it, or move it away to start without marks") from None
+        wrong = sorted({mark for mark in marks.values() if mark not in MARKS})
+        if wrong:
+            raise UserError(f"{path}: marks must be {' or '.join(MARKS)}, found {', '.join(wrong)}; fix the file")
+        return marks
+
+    def _map(self):
+        coords = latest_map(self.run.home, self.run.names)
+        if coords is not None:
+            return unit_square(coords), "the run's newest SSL_Map map"
+        if len(self.run.names) < 2:
+            return np.zeros((len(self.run.names), 2)), "one image: no map"
+        projected = PCA(n_components=2, random_state=0).fit_transform(np.asarray(self.run.vectors, dtype=np.float32))
+        return unit_square(projected), ("the first two principal components: no SSL_Map map of these images yet "
+                                        f"(python SSL_Map.py --RUN={self.run.run_dir} makes one)")
+
+    def missing(self) -> list:
+        """Marked images that are no longer in the run's images (kept in marks.csv, left out of ranking)."""
+        return sorted(name for name in self.marks if name not in self.index_of)
+
+    def row_of(self, name: str) -> int:
+        try:
+            found = resolve_query(name, self.run.data_dir, self.index_of, self.run.skipped)
+        except UserError as err:
+            raise LookupError(str(err)) from None
+        if not isinstance(found, int):
+            raise LookupError(f"{name!r} is a file outside the run's {len(self.index_of)} images; upload it to search with it")
+        return found
+
+    def table(self, direction: np.ndarray, k: int, exclude) -> list:
+        found = neighbours(self.run, direction, min(k, len(self.index_of) - len(set(exclude))), exclude,
+                           self.settings["EXACT_LIMIT"])
+        return [{"index": self.index_of[name], "filename": name, "distance": float(distance)}
+                for _, name, distance in found.itertuples(index=False)]
+
+    def search_name(self, name: str, k: int) -> list:
+        row = self.row_of(name)
+        return self.table(np.asarray(self.run.vectors[row], dtype=np.float64), k, [row])
+
+    def search_upload(self, data: bytes, k: int) -> list:
+        try:
+            with Image.open(io.BytesIO(data)) as picture:
+                picture.load()
+                image = picture.copy()
+        except UNREADABLE_ERRORS as err:
+            raise ValueError(f"the upload is not an image that can be read ({err}); send a PNG, JPEG or TIFF file") from None
+        with self.model_lock:
+            vector = self.run.embed(image)
+        return self.table(vector, k, [])
+
+    def ranking(self) -> dict:
+        """The hunt's current ranking from all marks: method, rows (unmarked only), marks."""
+        yes = [self.index_of[n] for n, m in self.marks.items() if m == "yes" and n in self.index_of]
+        no = [self.index_of[n] for n, m in self.marks.items() if m == "no" and n in self.index_of]
+        state = {"marks": self.marks, "missing": self.missing(), "rows": [], "method": ""}
+        if not yes:
+            state["method"] = "mark at least one image 'yes' to rank the archive"
+            return state
+        vectors = self.run.vectors  # only the marked rows are read (a memory-mapped archive stays on disk)
+        direction, state["method"] = hunt_direction(vectors[yes], vectors[no])
+        state["rows"] = self.table(direction, self.settings["SHOWN"], yes + no)
+        return state
+
+    def mark(self, name: str, mark: str) -> dict:
+        if mark not in MARKS + ("clear",):
+            raise ValueError(f"mark {mark!r}: give yes, no or clear")
+        if mark != "clear":
+            name = self.run.names[self.row_of(name)]
+        with self.lock:
+            if mark == "clear":
+                self.marks.pop(name, None)
+            else:
+                self.marks[name] = mark
+            with atomic_path(self.folder / "marks.csv") as tmp:
+                pd.DataFrame({"filename": list(self.marks), "mark": list(self.marks.values())},
+                             columns=["filename", "mark"]).to_csv(tmp, index=False)
+            state = self.ranking()
+            with atomic_path(self.folder / "ranking.csv") as tmp:
+                pd.DataFrame(state["rows"], columns=["index", "filename", "distance"]).to_csv(tmp, index=False)
+        return state
+
+    def thumbnail(self, index: int) -> Path:
+        name = self.run.names[index]
+        path = self.folder / "thumbs" / f"{hashlib.sha1(name.encode()).hexdigest()[:20]}.png"
+        if not path.is_file():
+            side = self.settings["THUMB_PX"]
+            picture = load_image(self.run.data_dir / name, self.run.model.hparams.in_channels,
+                                 self.run.model.hparams.stretch)
+            picture.thumbnail((side, side))
+            with atomic_path(path) as tmp:
+                picture.save(tmp, format="PNG")
+        return path
+
+    def export(self, n: int) -> dict:
+        with self.lock:
+            state = self.ranking()
+        rows = state["rows"][:n]
+        if not rows:
+            raise ValueError("nothing to export yet: mark at least one image 'yes'")
+        out = new_output_dir(self.folder / "exports", "hunt")
+        table = pd.DataFrame(rows).assign(rank=range(1, len(rows) + 1))[["rank", "filename", "distance"]]
+        with atomic_path(out / "ranking.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        panels = [(self.run.data_dir / r["filename"], f"#{rank}  d={r['distance']:.3f}") for rank, r in enumerate(rows, 1)]
+        figure = grid_figure(panels, self.run.model.hparams.in_channels, self.settings["SHEET_COLUMNS"],
+                             self.settings["SHEET_INCHES"])
+        with atomic_path(out / "contact_sheet.png") as tmp:
+            figure.savefig(tmp, format="png")
+        return {"folder": str(out), "ranking": str(out / "ranking.csv"), "sheet": str(out / "contact_sheet.png"),
+                "method": state["method"], "count": len(rows)}
+
+
+def error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def make_app(explorer: Explorer) -> Starlette:
+    settings = explorer.settings
+
+    def count(request, name, default):
+        try:
+            value = int(request.query_params.get(name, default))
+        except ValueError:
+            raise ValueError(f"{name} must be a whole number") from None
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1")
+        return value
+
+    def answer(work):
+        """Run `work`; a bad request becomes a JSON error with a one-line message."""
+        try:
+            return JSONResponse(work())
+        except LookupError as err:
+            return error(str(err.args[0]), 404)
+        except (ValueError, UserError) as err:
+            return error(str(err), 400)
+
+    def page(request):
+        return FileResponse(PAGE, media_type="text/html")
+
+    def info(request):
+        run = explorer.run
+        return JSONResponse({"run": str(run.run_dir), "data_dir": str(run.data_dir), "images": len(run.names),
+                             "map": explorer.map_source, "shown": settings["SHOWN"], "missing": explorer.missing()})
+
+    def map_points(request):
+        return JSONResponse({"x": explorer.coords[:, 0].round(5).tolist(), "y": explorer.coords[:, 1].round(5).tolist(),
+                             "names": explorer.run.names})
+
+    def thumb(request):
+        index = request.path_params["index"]
+        if not 0 <= index < len(explorer.run.names):
+            return error(f"no image number {index}: the run has {len(explorer.run.names)}", 404)
+        try:
+            return FileResponse(explorer.thumbnail(index), media_type="image/png")
+        except UNREADABLE_ERRORS as err:
+            return error(f"{explorer.run.names[index]} cannot be read ({err})", 410)
+
+    def search(request):
+        return answer(lambda: {"rows": explorer.search_name(request.query_params.get("name", ""),
+                                                             count(request, "k", settings["SHOWN"]))})
+
+    async def upload(request: Request):
+        limit = settings["MAX_UPLOAD_MB"] * 2 ** 20
+        if int(request.headers.get("content-length", 0)) > limit:
+            return error(f"the upload is larger than {settings['MAX_UPLOAD_MB']} MB (MAX_UPLOAD_MB)", 413)
+        data = await request.body()
+        if len(data) > limit:
+            return error(f"the upload is larger than {settings['MAX_UPLOAD_MB']} MB (MAX_UPLOAD_MB)", 413)
+        if not data:
+            return error("the upload is empty: choose an image file", 400)
+        return answer(lambda: {"rows": explorer.search_upload(data, count(request, "k", settings["SHOWN"]))})
+
+    def hunt(request):
+        return answer(explorer.ranking)
+
+    async def mark(request: Request):
+        try:
+            body = await request.json()
+            name, kind = str(body["filename"]), str(body["mark"])
+        except (ValueError, KeyError, TypeError):
+            return error('send JSON {"filename": ..., "mark": "yes" | "no" | "clear"}', 400)
+        return answer(lambda: explorer.mark(name, kind))
+
+    def export(request):
+        return answer(lambda: explorer.export(count(request, "n", settings["SHOWN"])))
+
+    return Starlette(routes=[
+        Route("/", page), Route("/api/info", info), Route("/api/map", map_points),
+        Route("/api/thumb/{index:int}", thumb), Route("/api/search", search),
+        Route("/api/search_image", upload, methods=["POST"]), Route("/api/hunt", hunt),
+        Route("/api/mark", mark, methods=["POST"]), Route("/api/export", export, methods=["POST"]),
+    ])
+
+
+def check_address(host: str, port: int, allow_remote: bool) -> None:
+    """Refuse to serve beyond this machine unless asked, and a port that is taken."""
+    if host not in LOCAL_HOSTS and not allow_remote:
+        raise UserError(f"--HOST={host} would let other machines see the archive and its marks (there is no "
+                        f"login); pass --ALLOW_REMOTE=True as well if that is meant")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise UserError(f"cannot listen on {host}:{port} ({err.strerror}); pass another --PORT") from None
+
+
+def server(app, host: str, port: int) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+
+
+def serve_in_thread(app, host: str, port: int):
+    """(server, thread) serving in the background until server.should_exit is set (tests)."""
+    background = server(app, host, port)
+    thread = threading.Thread(target=background.run, daemon=True)
+    thread.start()
+    while not background.started and thread.is_alive():
+        time.sleep(STARTUP_WAIT_S)
+    return background, thread

@@ -1,0 +1,236 @@
+"""The hunt: ranking from yes/no marks (exact order on hand-built vectors), the same ranking from
+SSL_Evaluate.py --NOT and the notebook API, and the explorer app: its bad input over HTTP, and
+the real page in a real headless browser (Playwright driving Debian's chromium)."""
+
+import json
+import os
+import shutil
+import socket
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from spacessl.config import UserError, resolve_config
+from spacessl.hunt import hunt_direction
+from spacessl.search import top_k
+
+
+def unit(rows):
+    rows = np.asarray(rows, dtype=np.float64)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_marks_rank_by_the_mean_of_yes_then_by_a_classifier_against_no():
+    yes = unit([[1, 0.2], [1, -0.2]])
+    no = unit([[0.8, 0.6], [0.8, 0.5]])
+    candidates = unit([[0.9, 0.44], [0.8, -0.6], [-1, 0]])  # near the no side, away from it, opposite
+    direction, how = hunt_direction(yes[:1], no)  # one yes: too few for a classifier
+    assert how == "mean of 1 yes"
+    np.testing.assert_allclose(direction, yes[0])
+    mean_only, how = hunt_direction(yes, no[:1])
+    assert how == "mean of 2 yes" and top_k(candidates, mean_only, 3)[0].tolist() == [0, 1, 2]
+    learned, how = hunt_direction(yes, no)
+    assert how == "mean of 2 yes + classifier on 2 yes / 2 no" and np.isclose(np.linalg.norm(learned), 1)
+    assert top_k(candidates, learned, 3)[0].tolist() == [1, 0, 2]  # "not like those" moved the no-side image down
+    with pytest.raises(UserError, match="mark at least one image as 'yes'"):
+        hunt_direction(np.empty((0, 2)), no)
+
+
+@pytest.fixture
+def embedded_run(trained_run, tmp_path):
+    """A copy of the trained run with its images embedded (SSL_Evaluate.py, cached)."""
+    import SSL_Evaluate
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert run_cli(SSL_Evaluate, [f"--RUN={run}", "--NUM_WORKERS=0", "--REPORT=False"]) == 0
+    return run
+
+
+def test_not_like_ranks_the_same_in_the_script_and_the_notebook(embedded_run, capsys):
+    import SSL_Evaluate
+    from spacessl.api import open_run
+
+    names = open_run(embedded_run).names
+    yes, no = names[:2], names[2:4]
+    argv = [f"--RUN={embedded_run}", f"--QUERY={','.join(yes)}", f"--NOT={','.join(no)}", "--TOP_K=6",
+            "--NUM_WORKERS=0", "--REPORT=False"]
+    assert run_cli(SSL_Evaluate, argv) == 0
+    assert "ranked by the mean of 2 yes + classifier on 2 yes / 2 no" in capsys.readouterr().out
+    written = pd.read_csv(sorted((embedded_run / "queries").glob("*/neighbours.csv"))[-1])
+    table = open_run(embedded_run).search(yes, k=6, not_like=no)
+    assert written["filename"].tolist() == table["filename"].tolist()
+    assert not set(table["filename"]) & set(yes + no)
+    plain = open_run(embedded_run).search(yes, k=6)
+    assert plain["filename"].tolist() != table["filename"].tolist() or set(no) & set(plain["filename"])
+    assert run_cli(SSL_Evaluate, [f"--RUN={embedded_run}", f"--NOT={no[0]}"]) == 2
+    assert "--NOT needs --QUERY" in capsys.readouterr().err
+
+
+def explore_settings(run, *extra):
+    import SSL_Explore
+
+    return resolve_config(vars(SSL_Explore), [f"--RUN={run}", "--SHOWN=6", "--THUMB_PX=32", *extra])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start(run, *extra):
+    """(base URL, server, explorer) of an explorer on `run`, serving in a thread."""
+    from spacessl.explore import Explorer, make_app, serve_in_thread
+    from spacessl.runs import open_run
+
+    cfg = explore_settings(run, *extra)
+    explorer = Explorer(open_run(cfg), cfg)
+    port = free_port()
+    server, _ = serve_in_thread(make_app(explorer), "127.0.0.1", port)
+    assert server.started
+    return f"http://127.0.0.1:{port}", server, explorer
+
+
+def call(url, data=None, method=None, headers=None):
+    """(status, parsed JSON) of one request."""
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def mark(base, name, kind):
+    return call(f"{base}/api/mark", json.dumps({"filename": name, "mark": kind}).encode(), "POST",
+                {"Content-Type": "application/json"})
+
+
+def test_explorer_refuses_runs_without_embeddings_and_unsafe_addresses(trained_run, tmp_path, capsys):
+    import SSL_Explore
+
+    run = tmp_path / "fresh"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("embeddings"))
+    assert run_cli(SSL_Explore, [f"--RUN={run}"]) == 2
+    err = capsys.readouterr().err
+    assert "has no embeddings" in err and f"python SSL_Evaluate.py --RUN={run}" in err and "Traceback" not in err
+    assert run_cli(SSL_Explore, [f"--RUN={run}", "--HOST=0.0.0.0"]) == 2
+    assert "--ALLOW_REMOTE=True" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert run_cli(SSL_Explore, [f"--RUN={run}", f"--PORT={taken.getsockname()[1]}"]) == 2
+    assert "pass another --PORT" in capsys.readouterr().err
+
+
+def test_bad_requests_get_one_line_answers_and_no_mark_is_lost(embedded_run):
+    explore = embedded_run / "explore"
+    explore.mkdir()
+    pd.DataFrame({"filename": ["gone.jpg"], "mark": ["yes"]}).to_csv(explore / "marks.csv", index=False)
+    base, server, explorer = start(embedded_run, "--MAX_UPLOAD_MB=1")
+    try:
+        names = explorer.run.names
+        status, body = call(f"{base}/api/hunt")
+        assert status == 200 and body["missing"] == ["gone.jpg"] and body["rows"] == []
+        assert call(f"{base}/api/search?name=nothing.png")[0] == 404
+        status, body = call(f"{base}/api/search?name={names[0]}&k=0")
+        assert status == 400 and body["error"] == "k must be at least 1"
+        status, body = call(f"{base}/api/search_image", b"plain text, not an image", "POST")
+        assert status == 400 and body["error"].startswith("the upload is not an image that can be read")
+        status, body = call(f"{base}/api/search_image", bytes(2 * 2 ** 20), "POST")
+        assert status == 413 and "MAX_UPLOAD_MB" in body["error"]
+        assert call(f"{base}/api/search_image", b"", "POST")[0] == 400
+        with open(explorer.run.data_dir / names[0], "rb") as image:
+            status, body = call(f"{base}/api/search_image", image.read(), "POST")
+        assert status == 200 and body["rows"][0]["filename"] == names[0]  # an image finds itself first
+        assert call(f"{base}/api/thumb/{len(names)}")[0] == 404
+        assert mark(base, names[0], "maybe")[0] == 400
+        assert mark(base, "nothing.png", "yes")[0] == 404
+        assert call(f"{base}/api/mark", b"{not json", "POST")[0] == 400
+        assert call(f"{base}/api/export", None, "POST")[0] == 400  # nothing ranked yet
+
+        # Two "tabs" marking at once: every mark arrives, none is lost.
+        def marker(half):
+            for name in half:
+                assert mark(base, name, "yes" if names.index(name) % 2 else "no")[0] == 200
+        tabs = [threading.Thread(target=marker, args=(names[i:20:2],)) for i in (0, 1)]
+        for tab in tabs:
+            tab.start()
+        for tab in tabs:
+            tab.join()
+        saved = pd.read_csv(explore / "marks.csv", keep_default_na=False)
+        assert sorted(saved["filename"]) == sorted(names[:20] + ["gone.jpg"])
+        status, body = call(f"{base}/api/hunt")
+        assert body["method"] == "mean of 10 yes + classifier on 10 yes / 10 no" and body["missing"] == ["gone.jpg"]
+        assert len(body["rows"]) == 4 and not {r["filename"] for r in body["rows"]} & set(names[:20])
+    finally:
+        server.should_exit = True
+
+
+def test_hunting_in_a_real_browser(embedded_run):
+    """Open the map, query by name, mark 3 yes and 2 no, see the ranking change, restart and find
+    the marks, export."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs it with apt-get")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    base, server, explorer = start(embedded_run)
+    names = explorer.run.names
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(base)
+            expect(page.locator("body")).to_have_attribute("data-ready", "yes", timeout=30000)
+            assert page.locator("#map").bounding_box()["width"] > 0
+            expect(page.locator("#mapsource")).to_contain_text("principal components")  # no SSL_Map map yet
+            page.click('button[data-view="queryview"]')
+            page.fill("#name", names[0])
+            page.click("#search")
+            results = page.locator("#queryresults .cell")
+            expect(results).to_have_count(6)
+            shown = [results.nth(i).get_attribute("data-filename") for i in range(6)]
+            assert names[0] not in shown
+            for name in shown[:3]:
+                page.locator(f'#queryresults .cell[data-filename="{name}"] .mark-yes').click()
+                expect(page.locator("#message")).to_contain_text(f"marked {name} yes")
+            page.click('button[data-view="huntview"]')
+            expect(page.locator("#method")).to_have_text("mean of 3 yes")
+            ranked = page.locator("#huntresults .cell")
+            expect(ranked).to_have_count(6)
+            before = [ranked.nth(i).get_attribute("data-filename") for i in range(6)]
+            for name in before[:2]:
+                page.locator(f'#huntresults .cell[data-filename="{name}"] .mark-no').click()
+                expect(page.locator("#message")).to_contain_text(f"marked {name} no")
+            expect(page.locator("#method")).to_have_text("mean of 3 yes + classifier on 3 yes / 2 no")
+            expect(page.locator("#counts")).to_have_text("3 yes, 2 no")
+            after = [ranked.nth(i).get_attribute("data-filename") for i in range(ranked.count())]
+            assert after != before and not set(after) & set(before[:2] + shown[:3])
+            server.should_exit = True
+            base, server, explorer = start(embedded_run)  # a new explorer process reads the marks back
+            page.goto(base)
+            expect(page.locator("body")).to_have_attribute("data-ready", "yes", timeout=30000)
+            page.click('button[data-view="huntview"]')
+            expect(page.locator("#counts")).to_have_text("3 yes, 2 no")
+            expect(page.locator("#marked .cell")).to_have_count(5)
+            page.fill("#exportn", "4")
+            page.click("#export")
+            expect(page.locator("#exported")).to_contain_text("contact_sheet.png")
+            if os.environ.get("SPACESSL_SCREENSHOT"):
+                page.screenshot(path=os.environ["SPACESSL_SCREENSHOT"], full_page=True)
+        finally:
+            browser.close()
+            server.should_exit = True
+    export = sorted((embedded_run / "explore" / "exports").iterdir())[-1]
+    table = pd.read_csv(export / "ranking.csv")
+    assert table["filename"].tolist() == after[:4] and (export / "contact_sheet.png").stat().st_size > 0
+    assert pd.read_csv(embedded_run / "explore" / "ranking.csv")["filename"].tolist() == after
