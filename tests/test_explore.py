@@ -2,6 +2,7 @@
 SSL_Evaluate.py --NOT and the notebook API, and the explorer app: its bad input over HTTP, and
 the real page in a real headless browser (Playwright driving Debian's chromium)."""
 
+import io
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import urllib.request
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from conftest import run_cli
 from spacessl.config import UserError, resolve_config
@@ -146,6 +148,10 @@ def test_bad_requests_get_one_line_answers_and_no_mark_is_lost(embedded_run):
         status, body = call(f"{base}/api/search_image", bytes(2 * 2 ** 20), "POST")
         assert status == 413 and "MAX_UPLOAD_MB" in body["error"]
         assert call(f"{base}/api/search_image", b"", "POST")[0] == 400
+        bomb = io.BytesIO()
+        Image.new("1", (16000, 16000)).save(bomb, format="PNG")  # 256 Mpx in a few kB: PIL's bomb guard refuses it
+        status, body = call(f"{base}/api/search_image", bomb.getvalue(), "POST")
+        assert status == 400 and "decompression bomb" in body["error"]
         with open(explorer.run.data_dir / names[0], "rb") as image:
             status, body = call(f"{base}/api/search_image", image.read(), "POST")
         assert status == 200 and body["rows"][0]["filename"] == names[0]  # an image finds itself first
