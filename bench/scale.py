@@ -11,10 +11,12 @@ Prints, side by side:
   of the ceiling and, on a GPU, the share of time the GPU was busy (NVML, sampled),
   (c) a plain loop in the style of the original SpaceSSL script: fp32, batch 64, no workers;
 - embedding images/s (evaluation transform, no augmentation);
-- for each search size: IVF index build time, then for each NPROBES value recall@10 against
-  exact search and ms per single query, and ms per query of exact search (batched), on
-  synthetic clustered unit vectors written to a memory-mapped .npy first (so sizes beyond RAM
-  work);
+- for each distribution of search vectors and size: for IVF-flat, IVF-sq8 and HNSW, build
+  time, memory, the setting tuned to reach RECALL_TARGET (nprobe, efSearch) with its recall@10
+  against exact search, and ms per single query; exact search's ms per query (batched). The
+  vectors are written to a memory-mapped .npy first (sizes beyond RAM work): "fitted" imitates a
+  real run's search vectors (a Gaussian with their mean and covariance, normalised), "clustered"
+  is tight clusters, the easiest case for IVF;
 - peak resident memory of the process (and peak GPU memory on a GPU).
 On a GPU the step runs in bf16 autocast with channels_last (SSL_Train.py's settings).
 """
@@ -49,7 +51,7 @@ INPUT_SIZE = 64                   # px crops
 CACHE_SIZE = 96                   # px side of the decode-once cache
 BATCH_SIZE = 64                   # images per step (pipeline and synthetic)
 SPACESSL_BATCH = 64               # the original script's batch size; 0 = that loop not measured
-STEPS = 8                         # timed steps per measurement (after WARMUP_STEPS)
+STEPS = 8                         # timed steps per measurement (after WARMUP_STEPS); 0 = no training figures
 EMBED_IMAGES = 1000               # images embedded for the embedding figure; 0 = no embedding figure
 WARMUP_STEPS = 2                  # untimed steps first (allocations, cuDNN autotuning)
 NUM_WORKERS = -1                  # loader processes for the pipeline: -1 = one per core (capped)
@@ -57,19 +59,29 @@ DEVICE = "auto"                   # auto | cpu | cuda
 PIPELINES = "decode,cache,device"  # SSL_Train.py pipelines measured, comma-separated
 COMPILE = "auto"                  # also time the torch.compile'd step: auto (on a GPU; minutes on a CPU) | yes | no
 BUSY_SAMPLE_S = 0.05              # s between samples of GPU utilisation (NVML)
-SEARCH_SIZES = "100000,1000000"   # synthetic vector counts for the search figures
-DIM = 512                         # embedding width (resnet18's)
-CLUSTERS_PER_MILLION = 2000       # synthetic data: cluster centres per million vectors
-NOISE = 2.0                       # synthetic data: per-coordinate noise around a centre (centre coords ~N(0,1));
+SEARCH_SIZES = "100000,1000000"   # synthetic vector counts for the search figures; "" = none
+DISTRIBUTIONS = "fitted,clustered"  # search vectors: fitted (a Gaussian fitted to a real run's search vectors, see
+                                  # SPECTRUM_RUN) | clustered (tight clusters: IVF's easiest case)
+SPECTRUM_RUN = ""                 # fitted: run folder whose search vectors to imitate (its images must be reachable);
+                                  # "" = a power law, eigenvalue k ~ k^-SPECTRUM_POWER
+SPECTRUM_POWER = 0.8              # fitted without SPECTRUM_RUN: the power law's exponent
+DIM = 512                         # embedding width (resnet18's) of clustered and power-law vectors
+CLUSTERS_PER_MILLION = 2000       # clustered: cluster centres per million vectors
+NOISE = 2.0                       # clustered: per-coordinate noise around a centre (centre coords ~N(0,1));
                                   # 2.0: same-cluster pairs at cosine ~0.2, unrelated pairs at 0 +- 0.04 (512-d)
-NPROBES = "16,64,256"             # IVF cells searched per query: each value measured on the same index
-NLIST = 0                         # IVF cells; 0 = 4 sqrt(n). Far fewer cells than clusters costs recall
-INDEX_ENCODING = "flat"           # flat (float32) | sq8 (8-bit codes: 4x less memory, for 10M+ vectors)
+INDEX_KINDS = "ivf-flat,ivf-sq8,hnsw"  # indexes measured, each tuned to RECALL_TARGET: ivf-flat | ivf-sq8 | hnsw
+RECALL_TARGET = 0.95              # recall@10 against exact search each index is tuned to (SSL_Evaluate.py's default)
+NLIST = 0                         # IVF cells; 0 = 4 sqrt(n)
+HNSW_M = 32                       # HNSW links per vector (FAISS IndexHNSWFlat M)
+HNSW_EF_CONSTRUCTION = 40         # HNSW build-time candidate list
+HNSW_EF_START = 16                # HNSW efSearch tried first, doubled until RECALL_TARGET
+HNSW_EF_MAX = 4096                # ... or this
 SEARCH_QUERIES = 200              # queries timed per size
 SEED = 0
 # -----------------------------------------------------------------------------------------------
 
 GENERATE_CHUNK = 100_000  # synthetic vectors written at a time
+HNSW_LINK_FACTOR = 1.1    # HNSW memory: level-0 links plus ~10 % for the upper levels (1/M of the vectors each)
 
 
 def step_fn(model, optimizer, device):
@@ -223,47 +235,108 @@ def spacessl_style(cfg, files, channels, device) -> float:
                  cfg["SPACESSL_BATCH"])
 
 
-def synthetic_vectors(path: Path, n: int, cfg) -> np.ndarray:
-    """n clustered unit vectors, written in chunks to a .npy and returned memory-mapped."""
-    rng = np.random.default_rng(cfg["SEED"])
+def clustered_vectors(rng, size: int, n: int, cfg) -> np.ndarray:
+    """`size` of n clustered unit vectors: CLUSTERS_PER_MILLION centres, NOISE around each."""
     clusters = max(1, n * cfg["CLUSTERS_PER_MILLION"] // 1_000_000)
-    centres = rng.normal(size=(clusters, cfg["DIM"])).astype(np.float32)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, cfg["DIM"]))
+    centres = np.random.default_rng(cfg["SEED"]).normal(size=(clusters, cfg["DIM"])).astype(np.float32)
+    return centres[rng.integers(0, clusters, size)] + cfg["NOISE"] * rng.normal(size=(size, cfg["DIM"]))
+
+
+def fitted_gaussian(cfg):
+    """(mean, covariance factor) of the search vectors to imitate: those of the run SPECTRUM_RUN
+    (its embeddings after its default post-processing, as SSL_Evaluate.py searches them), else a
+    power law (eigenvalue k ~ k^-SPECTRUM_POWER) in a random rotation."""
+    if cfg["SPECTRUM_RUN"]:
+        from spacessl.api import open_run
+
+        vectors = np.asarray(open_run(cfg["SPECTRUM_RUN"], num_workers=0).vectors, dtype=np.float64)
+        mean = vectors.mean(axis=0)
+        variance, axes = np.linalg.eigh(np.cov(vectors, rowvar=False))
+        return mean, axes * np.sqrt(np.clip(variance, 0, None))
+    rng = np.random.default_rng(cfg["SEED"])
+    axes, _ = np.linalg.qr(rng.normal(size=(cfg["DIM"], cfg["DIM"])))
+    return np.zeros(cfg["DIM"]), axes * np.arange(1, cfg["DIM"] + 1) ** (-cfg["SPECTRUM_POWER"] / 2)
+
+
+def search_vectors_file(path: Path, n: int, distribution: str, cfg) -> np.ndarray:
+    """n unit vectors of the named distribution, written in chunks to a .npy and returned
+    memory-mapped (sizes beyond RAM work)."""
+    rng = np.random.default_rng(cfg["SEED"])
+    dim = cfg["DIM"]
+    if distribution == "fitted":
+        mean, factor = fitted_gaussian(cfg)
+        dim = len(mean)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
     for start in range(0, n, GENERATE_CHUNK):
         size = min(GENERATE_CHUNK, n - start)
-        chunk = centres[rng.integers(0, clusters, size)] + cfg["NOISE"] * rng.normal(size=(size, cfg["DIM"]))
+        chunk = clustered_vectors(rng, size, n, cfg) if distribution == "clustered" else \
+            mean + rng.normal(size=(size, dim)) @ factor.T
         out[start:start + size] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
     out.flush()
     del out
     return np.load(path, mmap_mode="r")
 
 
-def search_figures(cfg, n: int, workdir: Path) -> list:
-    """One row per NPROBES value: recall@10 and ms per single query on the same index."""
-    from spacessl.index import build_index  # faiss only where search is measured
-    vectors = synthetic_vectors(workdir / f"vectors_{n}.npy", n, cfg)
-    nprobes = [int(p) for p in cfg["NPROBES"].split(",")]
-    start = time.perf_counter()
-    index, info = build_index(vectors, nlist=cfg["NLIST"], nprobe=nprobes[0],
-                              encoding=cfg["INDEX_ENCODING"], seed=cfg["SEED"])
-    build = time.perf_counter() - start
+def hnsw_index(vectors, cfg):
+    """(FAISS HNSW index over the vectors, description), efSearch tuned like IVF's nprobe: doubled
+    from HNSW_EF_START until recall@10 reaches RECALL_TARGET (or HNSW_EF_MAX)."""
+    import faiss
+
+    from spacessl.index import ADD_CHUNK, RECALL_K, RECALL_QUERIES, recall_at_k
+
+    index = faiss.IndexHNSWFlat(vectors.shape[1], cfg["HNSW_M"], faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = cfg["HNSW_EF_CONSTRUCTION"]
+    for start in range(0, len(vectors), ADD_CHUNK):
+        index.add(np.asarray(vectors[start:start + ADD_CHUNK], dtype=np.float32))
+    ef = cfg["HNSW_EF_START"]
+    while True:
+        index.hnsw.efSearch = ef
+        recall = recall_at_k(index, vectors, RECALL_K, RECALL_QUERIES, cfg["SEED"])
+        if recall >= cfg["RECALL_TARGET"] or ef >= cfg["HNSW_EF_MAX"]:
+            return index, {"setting": f"efSearch {ef}", "recall_at_10": recall}
+        ef *= 2
+
+
+def index_bytes(kind: str, n: int, dim: int, cfg) -> int:
+    """Memory of the index's vectors, ids and links (FAISS's layout; the quantizers are small)."""
+    ids = 8 * n
+    if kind == "ivf-flat":
+        return 4 * n * dim + ids
+    if kind == "ivf-sq8":
+        return n * dim + ids
+    return 4 * n * dim + 4 * n * 2 * cfg["HNSW_M"] * HNSW_LINK_FACTOR  # hnsw: 2M links on level 0, few above
+
+
+def search_figures(cfg, n: int, distribution: str, workdir: Path) -> list:
+    """One row per index kind: build time, memory, the tuned setting with its recall@10 against
+    exact search, and ms per single query; exact search's ms per query (batched) beside it."""
+    from spacessl.index import build_index
+
+    vectors = search_vectors_file(workdir / f"vectors_{distribution}_{n}.npy", n, distribution, cfg)
     rng = np.random.default_rng(cfg["SEED"] + 1)
     queries = np.asarray(vectors[np.sort(rng.choice(n, cfg["SEARCH_QUERIES"], replace=False))])
     start = time.perf_counter()
-    exact, _ = nearest_rows(vectors, queries, 10)  # one pass over all vectors for all queries
+    nearest_rows(vectors, queries, 10)  # one pass over all vectors for all queries
     exact_ms = 1000 * (time.perf_counter() - start) / len(queries)
     rows = []
-    for nprobe in nprobes:
-        index.nprobe = nprobe
-        _, approx = index.search(queries, 10)
-        recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    for kind in [k.strip() for k in cfg["INDEX_KINDS"].split(",") if k.strip()]:
+        start = time.perf_counter()
+        if kind == "hnsw":
+            index, info = hnsw_index(vectors, cfg)
+        else:
+            index, info = build_index(vectors, nlist=cfg["NLIST"], nprobe=0, encoding=kind.split("-")[1],
+                                      seed=cfg["SEED"], recall_target=cfg["RECALL_TARGET"])
+            info["setting"] = f"nprobe {info['nprobe']} of {info['nlist']}"
+        build = time.perf_counter() - start
         start = time.perf_counter()
         for query in queries:  # one at a time, as a user asks
             index.search(query[None], 10)
-        ivf_ms = 1000 * (time.perf_counter() - start) / len(queries)
-        rows.append({"vectors": n, "index": info["type"], "IVF cells": info["nlist"], "build (s)": round(build, 1),
-                     "nprobe": nprobe, "recall@10": round(float(recall), 3), "IVF ms/query": round(ivf_ms, 2),
+        rows.append({"vectors": n, "distribution": distribution, "index": kind, "build (s)": round(build, 1),
+                     "memory (MiB)": round(index_bytes(kind, n, vectors.shape[1], cfg) / 2 ** 20),
+                     "tuned": info["setting"], "recall@10": round(float(info["recall_at_10"]), 3),
+                     "ms/query": round(1000 * (time.perf_counter() - start) / len(queries), 2),
                      "exact ms/query (batched)": round(exact_ms, 1)})
+        del index
     return rows
 
 
@@ -275,13 +348,15 @@ def main(argv):
     device = pick_device(cfg["DEVICE"])
     print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    for name, value in training_figures(cfg, device).items():
-        print(f"  {name:<50} {value:8.1f}")
+    if cfg["STEPS"]:
+        for name, value in training_figures(cfg, device).items():
+            print(f"  {name:<50} {value:8.1f}")
     with tempfile.TemporaryDirectory(dir=ROOT / "checkpoints", prefix=".bench_scale-") as workdir:
-        for n in [int(s) for s in cfg["SEARCH_SIZES"].split(",") if s.strip()]:
-            for row in search_figures(cfg, n, Path(workdir)):
-                print("  " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
-            (Path(workdir) / f"vectors_{n}.npy").unlink()  # 2 GB per million 512-d vectors
+        for distribution in [d.strip() for d in cfg["DISTRIBUTIONS"].split(",") if d.strip()]:
+            for n in [int(s) for s in cfg["SEARCH_SIZES"].split(",") if s.strip()]:
+                for row in search_figures(cfg, n, distribution, Path(workdir)):
+                    print("  " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+                (Path(workdir) / f"vectors_{distribution}_{n}.npy").unlink()  # 2 GB per million 512-d vectors
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(f"  peak resident memory: {peak_rss:.0f} MiB" +
           (f", peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if device.type == "cuda" else ""))
