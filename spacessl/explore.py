@@ -225,14 +225,18 @@ def make_app(explorer: Explorer) -> Starlette:
                                                              count(request, "k", settings["SHOWN"]))})
 
     async def upload(request: Request):
-        limit = settings["MAX_UPLOAD_MB"] * 2 ** 20
-        if int(request.headers.get("content-length", 0)) > limit:
+        # The whole body is read (what is beyond the limit is dropped, not kept) before the answer:
+        # a server that answers while the client still sends breaks the client's pipe.
+        limit, received, chunks = settings["MAX_UPLOAD_MB"] * 2 ** 20, 0, []
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received <= limit:
+                chunks.append(chunk)
+        if received > limit:
             return error(f"the upload is larger than {settings['MAX_UPLOAD_MB']} MB (MAX_UPLOAD_MB)", 413)
-        data = await request.body()
-        if len(data) > limit:
-            return error(f"the upload is larger than {settings['MAX_UPLOAD_MB']} MB (MAX_UPLOAD_MB)", 413)
-        if not data:
+        if not received:
             return error("the upload is empty: choose an image file", 400)
+        data = b"".join(chunks)
         return answer(lambda: {"rows": explorer.search_upload(data, count(request, "k", settings["SHOWN"]))})
 
     def hunt(request):
