@@ -16,13 +16,9 @@ explorer starts again; Export writes the top images as ranking.csv and contact_s
 SSL_Evaluate.py --QUERY=a.png,b.png --NOT=c.png,d.png. Ctrl-C stops the explorer.
 """
 
-from pathlib import Path
-
-from spacessl.config import UserError, format_config, require, resolve_config, run_main, usage, wants_help
-from spacessl.embeddings import cache_meta, read_cache
+from spacessl.config import format_config, require, resolve_config, run_main, usage, wants_help
 from spacessl.explore import Explorer, check_address, make_app, server
-from spacessl.images import find_images
-from spacessl.runs import checkpoint_path, embedding_cache_dir, open_run, output_home, training_data_dir
+from spacessl.runs import open_run
 
 # ---- hyperparameters --------------------------------------------------------------------------
 RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py
@@ -46,22 +42,6 @@ DEVICE = "auto"                 # auto (GPU if present) | cpu | cuda
 # -----------------------------------------------------------------------------------------------
 
 
-def require_cached_embeddings(cfg: dict) -> None:
-    """The explorer opens a run whose images are already embedded: embedding an archive is a
-    job for SSL_Evaluate.py / SSL_Embed.py, not for a web page's start."""
-    checkpoint = checkpoint_path(cfg["RUN"], cfg["CHECKPOINT"])
-    data_dir = Path(cfg["DATA_DIR"]) if cfg["DATA_DIR"] else training_data_dir(checkpoint.parent)
-    files = find_images(data_dir)
-    meta = cache_meta(checkpoint, data_dir, files)
-    own = embedding_cache_dir(checkpoint, data_dir)
-    home = output_home(checkpoint.parent, cfg["OUTPUT_DIR"]) / own.relative_to(checkpoint.parent)
-    if all(read_cache(folder, meta) is None for folder in {own, home}):
-        data = f" --DATA_DIR={cfg['DATA_DIR']}" if cfg["DATA_DIR"] else ""
-        raise UserError(f"{cfg['RUN']} has no embeddings of the {len(files)} images in {data_dir} from "
-                        f"{checkpoint.name} yet: make them with python SSL_Evaluate.py --RUN={cfg['RUN']}"
-                        f" --CHECKPOINT={cfg['CHECKPOINT']}{data} (SSL_Embed.py on several GPUs), then start the explorer again")
-
-
 def main(argv):
     if wants_help(argv):
         print(usage(__doc__, __file__))
@@ -71,9 +51,9 @@ def main(argv):
             "--SHOWN, --THUMB_PX, --MAX_UPLOAD_MB and --SHEET_COLUMNS must be at least 1")
     require(1 <= cfg["PORT"] <= 65535, f"--PORT={cfg['PORT']}: give a port in 1..65535")
     check_address(cfg["HOST"], cfg["PORT"], cfg["ALLOW_REMOTE"])
-    require_cached_embeddings(cfg)
     print(format_config(cfg))
-    explorer = Explorer(open_run(cfg), cfg)
+    # Embedding an archive is a job for SSL_Evaluate.py / SSL_Embed.py, not for a web page's start.
+    explorer = Explorer(open_run(cfg, embed=False), cfg)
     if explorer.missing():
         print(f"{len(explorer.missing())} marked images are no longer in the run (kept in marks.csv, left out of "
               f"the ranking): {', '.join(explorer.missing())}")

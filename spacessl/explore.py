@@ -112,11 +112,17 @@ class Explorer:
             vector = self.run.embed(image)
         return self.table(vector, k, [])
 
+    def current(self) -> dict:
+        """ranking() while no mark changes (requests are served from several threads)."""
+        with self.lock:
+            return self.ranking()
+
     def ranking(self) -> dict:
-        """The hunt's current ranking from all marks: method, rows (unmarked only), marks."""
+        """The hunt's current ranking from all marks: method, rows (unmarked only), a copy of the
+        marks (the answer is sent after the lock is released). Call it holding the lock."""
         yes = [self.index_of[n] for n, m in self.marks.items() if m == "yes" and n in self.index_of]
         no = [self.index_of[n] for n, m in self.marks.items() if m == "no" and n in self.index_of]
-        state = {"marks": self.marks, "missing": self.missing(), "rows": [], "method": ""}
+        state = {"marks": dict(self.marks), "missing": self.missing(), "rows": [], "method": ""}
         if not yes:
             state["method"] = "mark at least one image 'yes' to rank the archive"
             return state
@@ -156,8 +162,7 @@ class Explorer:
         return path
 
     def export(self, n: int) -> dict:
-        with self.lock:
-            state = self.ranking()
+        state = self.current()
         rows = state["rows"][:n]
         if not rows:
             raise ValueError("nothing to export yet: mark at least one image 'yes'")
@@ -204,8 +209,10 @@ def make_app(explorer: Explorer) -> Starlette:
 
     def info(request):
         run = explorer.run
+        with explorer.lock:
+            missing = explorer.missing()
         return JSONResponse({"run": str(run.run_dir), "data_dir": str(run.data_dir), "images": len(run.names),
-                             "map": explorer.map_source, "shown": settings["SHOWN"], "missing": explorer.missing()})
+                             "map": explorer.map_source, "shown": settings["SHOWN"], "missing": missing})
 
     def map_points(request):
         return JSONResponse({"x": explorer.coords[:, 0].round(5).tolist(), "y": explorer.coords[:, 1].round(5).tolist(),
@@ -240,7 +247,7 @@ def make_app(explorer: Explorer) -> Starlette:
         return answer(lambda: {"rows": explorer.search_upload(data, count(request, "k", settings["SHOWN"]))})
 
     def hunt(request):
-        return answer(explorer.ranking)
+        return answer(explorer.current)
 
     async def mark(request: Request):
         try:

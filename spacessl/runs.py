@@ -113,10 +113,10 @@ class OpenRun:
         return self.transform.apply(embed_image(self.model, image, self.device))
 
 
-def open_run(cfg: dict) -> OpenRun:
+def open_run(cfg: dict, embed: bool = True) -> OpenRun:
     """Load the checkpoint named by cfg's RUN and CHECKPOINT and embed cfg's DATA_DIR (default:
     the training images) with it, or reuse the cached embeddings; post-processed as cfg's
-    POSTPROCESS says."""
+    POSTPROCESS says. embed=False: only reuse them, and say how to make them when there are none."""
     device = pick_device(cfg["DEVICE"])
     if cfg["POSTPROCESS"] not in KINDS:
         raise UserError(f"--POSTPROCESS={cfg['POSTPROCESS']}: choose one of {', '.join(KINDS)}")
@@ -133,8 +133,17 @@ def open_run(cfg: dict) -> OpenRun:
     own_cache = embedding_cache_dir(ckpt, data_dir)
     cache_dir = home / own_cache.relative_to(run_dir)  # where new caches and derived files go
     # A read-only run (a colleague's) is searched from its own cache while that is valid.
-    found = read_cache(own_cache, cache_meta(ckpt, data_dir, files)) if cache_dir != own_cache else None
+    meta = cache_meta(ckpt, data_dir, files)
+    found = read_cache(own_cache, meta) if cache_dir != own_cache else None
     source_dir = own_cache if found else cache_dir
+    if found is None and not embed:
+        found = read_cache(cache_dir, meta)
+        if found is None:
+            data = f" --DATA_DIR={cfg['DATA_DIR']}" if cfg["DATA_DIR"] else ""
+            raise UserError(f"{cfg['RUN']} has no embeddings of the {len(files)} images in {data_dir} from "
+                            f"{ckpt.name} yet: make them with python SSL_Evaluate.py --RUN={cfg['RUN']}"
+                            f" --CHECKPOINT={cfg['CHECKPOINT']}{data} (SSL_Embed.py on several GPUs), then start "
+                            f"the explorer again")
     embeddings, names = found or cached_embeddings(model, ckpt, data_dir, files, cache_dir, cfg["BATCH_SIZE"],
                                                    workers, device)
     print(f"embeddings: {source_dir / 'embeddings.npy'} ({embeddings.shape[0]} x {embeddings.shape[1]}), "
