@@ -11,12 +11,15 @@ Prints, side by side:
   of the ceiling and, on a GPU, the share of time the GPU was busy (NVML, sampled),
   (c) a plain loop in the style of the original SpaceSSL script: fp32, batch 64, no workers;
 - embedding images/s (evaluation transform, no augmentation);
-- for each distribution of search vectors and size: for IVF-flat, IVF-sq8 and HNSW, build
-  time, memory, the setting tuned to reach RECALL_TARGET (nprobe, efSearch) with its recall@10
-  against exact search, and ms per single query; exact search's ms per query (batched). The
-  vectors are written to a memory-mapped .npy first (sizes beyond RAM work): "fitted" imitates a
-  real run's search vectors (a Gaussian with their mean and covariance, normalised), "clustered"
-  is tight clusters, the easiest case for IVF;
+- for each distribution of search vectors and size: how hard the set is to index (local
+  intrinsic dimensionality and relative contrast, below), then for IVF-flat, IVF-sq8 and HNSW,
+  build time, memory, the setting tuned to reach RECALL_TARGET (nprobe, efSearch) with its
+  recall@10 against exact search, and ms per single query; exact search's ms per query
+  (batched). The vectors are written to a memory-mapped .npy first (sizes beyond RAM work):
+  "real" is a run's own search vectors (SPECTRUM_RUN; at its own size), "fitted" imitates them
+  at any size (a Gaussian with their mean and covariance, normalised), "clustered" is tight
+  clusters, the easiest case for IVF. Measuring "real" beside "fitted" and "clustered" at the
+  run's size says which synthetic set a user's archive resembles;
 - peak resident memory of the process (and peak GPU memory on a GPU).
 On a GPU the step runs in bf16 autocast with channels_last (SSL_Train.py's settings).
 """
@@ -36,7 +39,7 @@ from pytorch_lightning.utilities import move_data_to_device
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spacessl.config import resolve_config, run_main, usage, wants_help  # noqa: E402
+from spacessl.config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
 from spacessl.embeddings import embed_images  # noqa: E402
 from spacessl.hardware import autocast, pick_device  # noqa: E402
 from spacessl.datamodule import ArchiveData  # noqa: E402
@@ -60,10 +63,11 @@ PIPELINES = "decode,cache,device"  # SSL_Train.py pipelines measured, comma-sepa
 COMPILE = "auto"                  # also time the torch.compile'd step: auto (on a GPU; minutes on a CPU) | yes | no
 BUSY_SAMPLE_S = 0.05              # s between samples of GPU utilisation (NVML)
 SEARCH_SIZES = "100000,1000000"   # synthetic vector counts for the search figures; "" = none
-DISTRIBUTIONS = "fitted,clustered"  # search vectors: fitted (a Gaussian fitted to a real run's search vectors, see
-                                  # SPECTRUM_RUN) | clustered (tight clusters: IVF's easiest case)
-SPECTRUM_RUN = ""                 # fitted: run folder whose search vectors to imitate (its images must be reachable);
-                                  # "" = a power law, eigenvalue k ~ k^-SPECTRUM_POWER
+DISTRIBUTIONS = "fitted,clustered"  # search vectors: real (SPECTRUM_RUN's own, at its size; SEARCH_SIZES not used)
+                                  # | fitted (a Gaussian fitted to SPECTRUM_RUN's search vectors) | clustered (tight
+                                  # clusters: IVF's easiest case)
+SPECTRUM_RUN = ""                 # real, fitted: run folder whose search vectors to use / imitate (its images must be
+                                  # reachable); "" = fitted is a power law, eigenvalue k ~ k^-SPECTRUM_POWER
 SPECTRUM_POWER = 0.8              # fitted without SPECTRUM_RUN: the power law's exponent
 DIM = 512                         # embedding width (resnet18's) of clustered and power-law vectors
 CLUSTERS_PER_MILLION = 2000       # clustered: cluster centres per million vectors
@@ -77,6 +81,9 @@ HNSW_EF_CONSTRUCTION = 40         # HNSW build-time candidate list
 HNSW_EF_START = 16                # HNSW efSearch tried first, doubled until RECALL_TARGET
 HNSW_EF_MAX = 4096                # ... or this
 SEARCH_QUERIES = 200              # queries timed per size
+LID_K = 20                        # neighbours of the local intrinsic dimensionality estimate
+DIFFICULTY_QUERIES = 500          # sample rows for the LID and relative-contrast figures
+CONTRAST_SAMPLE = 10_000          # rows whose mean distance stands for "a random row" in the relative contrast
 SEED = 0
 # -----------------------------------------------------------------------------------------------
 
@@ -247,9 +254,7 @@ def fitted_gaussian(cfg):
     (its embeddings after its default post-processing, as SSL_Evaluate.py searches them), else a
     power law (eigenvalue k ~ k^-SPECTRUM_POWER) in a random rotation."""
     if cfg["SPECTRUM_RUN"]:
-        from spacessl.api import open_run
-
-        vectors = np.asarray(open_run(cfg["SPECTRUM_RUN"], num_workers=0).vectors, dtype=np.float64)
+        vectors = run_vectors(cfg).astype(np.float64)
         mean = vectors.mean(axis=0)
         variance, axes = np.linalg.eigh(np.cov(vectors, rowvar=False))
         return mean, axes * np.sqrt(np.clip(variance, 0, None))
@@ -258,9 +263,22 @@ def fitted_gaussian(cfg):
     return np.zeros(cfg["DIM"]), axes * np.arange(1, cfg["DIM"] + 1) ** (-cfg["SPECTRUM_POWER"] / 2)
 
 
+def run_vectors(cfg) -> np.ndarray:
+    """SPECTRUM_RUN's search vectors: its embeddings after its default post-processing, as
+    SSL_Evaluate.py searches them."""
+    from spacessl.api import open_run
+
+    if not cfg["SPECTRUM_RUN"]:
+        raise UserError("--DISTRIBUTIONS=real needs --SPECTRUM_RUN=<a run folder with embeddings>")
+    return np.asarray(open_run(cfg["SPECTRUM_RUN"], num_workers=0).vectors, dtype=np.float32)
+
+
 def search_vectors_file(path: Path, n: int, distribution: str, cfg) -> np.ndarray:
-    """n unit vectors of the named distribution, written in chunks to a .npy and returned
-    memory-mapped (sizes beyond RAM work)."""
+    """n unit vectors of the named distribution ("real": all of the run's), written in chunks to
+    a .npy and returned memory-mapped (sizes beyond RAM work)."""
+    if distribution == "real":
+        np.save(path, run_vectors(cfg))
+        return np.load(path, mmap_mode="r")
     rng = np.random.default_rng(cfg["SEED"])
     dim = cfg["DIM"]
     if distribution == "fitted":
@@ -275,6 +293,25 @@ def search_vectors_file(path: Path, n: int, distribution: str, cfg) -> np.ndarra
     out.flush()
     del out
     return np.load(path, mmap_mode="r")
+
+
+def difficulty(vectors, cfg) -> dict:
+    """How hard the set is for any approximate index, on a seeded sample of rows as queries
+    (medians): the local intrinsic dimensionality, Levina & Bickel's maximum-likelihood estimate
+    from the LID_K nearest distances (Amsaleg et al. 2015, "Estimating local intrinsic
+    dimensionality", KDD), and the relative contrast, a random row's mean distance over the 10th
+    nearest one's (He, Kumar & Chang 2012, "On the difficulty of nearest neighbor search", ICML):
+    the higher the LID and the closer the contrast to 1, the more of the set an index must visit."""
+    rng = np.random.default_rng(cfg["SEED"] + 2)
+    n = len(vectors)
+    queries = np.asarray(vectors[np.sort(rng.choice(n, min(cfg["DIFFICULTY_QUERIES"], n), replace=False))])
+    _, similarity = nearest_rows(vectors, queries, cfg["LID_K"] + 1)
+    distance = np.sqrt(np.clip(2 - 2 * similarity[:, 1:], 1e-12, None))  # unit rows; column 0 is the row itself
+    lid = -1 / np.mean(np.log(distance / distance[:, -1:]), axis=1)
+    sample = np.asarray(vectors[np.sort(rng.choice(n, min(cfg["CONTRAST_SAMPLE"], n), replace=False))])
+    mean_distance = np.sqrt(np.clip(2 - 2 * queries @ sample.T, 0, None)).mean(axis=1)
+    return {"LID": round(float(np.median(lid)), 1),
+            "relative contrast": round(float(np.median(mean_distance / distance[:, 9])), 3)}
 
 
 def hnsw_index(vectors, cfg):
@@ -313,8 +350,10 @@ def search_figures(cfg, n: int, distribution: str, workdir: Path) -> list:
     from spacessl.index import build_index
 
     vectors = search_vectors_file(workdir / f"vectors_{distribution}_{n}.npy", n, distribution, cfg)
+    n = len(vectors)
+    hardness = difficulty(vectors, cfg)
     rng = np.random.default_rng(cfg["SEED"] + 1)
-    queries = np.asarray(vectors[np.sort(rng.choice(n, cfg["SEARCH_QUERIES"], replace=False))])
+    queries = np.asarray(vectors[np.sort(rng.choice(n, min(cfg["SEARCH_QUERIES"], n), replace=False))])
     start = time.perf_counter()
     nearest_rows(vectors, queries, 10)  # one pass over all vectors for all queries
     exact_ms = 1000 * (time.perf_counter() - start) / len(queries)
@@ -331,7 +370,8 @@ def search_figures(cfg, n: int, distribution: str, workdir: Path) -> list:
         start = time.perf_counter()
         for query in queries:  # one at a time, as a user asks
             index.search(query[None], 10)
-        rows.append({"vectors": n, "distribution": distribution, "index": kind, "build (s)": round(build, 1),
+        rows.append({"vectors": n, "distribution": distribution, **hardness, "index": kind,
+                     "build (s)": round(build, 1),
                      "memory (MiB)": round(index_bytes(kind, n, vectors.shape[1], cfg) / 2 ** 20),
                      "tuned": info["setting"], "recall@10": round(float(info["recall_at_10"]), 3),
                      "ms/query": round(1000 * (time.perf_counter() - start) / len(queries), 2),
@@ -351,9 +391,14 @@ def main(argv):
     if cfg["STEPS"]:
         for name, value in training_figures(cfg, device).items():
             print(f"  {name:<50} {value:8.1f}")
+    distributions = [d.strip() for d in cfg["DISTRIBUTIONS"].split(",") if d.strip()]
+    for distribution in distributions:
+        if distribution not in ("real", "fitted", "clustered"):
+            raise UserError(f"--DISTRIBUTIONS: unknown {distribution!r} (real, fitted, clustered)")
     with tempfile.TemporaryDirectory(dir=ROOT / "checkpoints", prefix=".bench_scale-") as workdir:
-        for distribution in [d.strip() for d in cfg["DISTRIBUTIONS"].split(",") if d.strip()]:
-            for n in [int(s) for s in cfg["SEARCH_SIZES"].split(",") if s.strip()]:
+        for distribution in distributions:
+            sizes = [0] if distribution == "real" else [int(s) for s in cfg["SEARCH_SIZES"].split(",") if s.strip()]
+            for n in sizes:
                 for row in search_figures(cfg, n, distribution, Path(workdir)):
                     print("  " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
                 (Path(workdir) / f"vectors_{distribution}_{n}.npy").unlink()  # 2 GB per million 512-d vectors
