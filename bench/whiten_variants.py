@@ -19,6 +19,7 @@ Labels are only read to score; the variants are fitted on the images' vectors wi
 """
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -65,16 +66,21 @@ def whiten(vectors, floor: float, dims: int = 0, power: float = 1.0) -> np.ndarr
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
+def postprocessed(vectors, kind: str) -> np.ndarray:
+    """The vectors as spacessl/postprocess.py's `kind` leaves them (what the search uses)."""
+    return postprocess.fit(vectors, kind).apply(vectors)
+
+
 def variants(cfg) -> dict:
+    """Name -> function of the vectors giving their post-processed unit rows."""
     def numbers(key, kind):
         return [kind(v) for v in cfg[key].split(",") if v.strip()]
-    out = {kind: (lambda kind: lambda x: postprocess.fit(x, kind).apply(x))(kind) for kind in ("none", "centre", "whiten")}
-    out.update({f"floor {f:g}": (lambda f: lambda x: whiten(x, f))(f) for f in numbers("FLOORS", float)})
-    out.update({f"dims {d}": (lambda d: lambda x: whiten(x, postprocess.WHITEN_FLOOR, d))(d)
-                for d in numbers("DIMS", int)})
-    out.update({f"dims {d}, no floor": (lambda d: lambda x: whiten(x, 0.0, d))(d) for d in numbers("DIMS_NO_FLOOR", int)})
-    out.update({f"power {p:g}": (lambda p: lambda x: whiten(x, postprocess.WHITEN_FLOOR, 0, p))(p)
-                for p in numbers("POWERS", float)})
+    floor = postprocess.WHITEN_FLOOR
+    out = {kind: partial(postprocessed, kind=kind) for kind in ("none", "centre", "whiten")}
+    out.update({f"floor {f:g}": partial(whiten, floor=f) for f in numbers("FLOORS", float)})
+    out.update({f"dims {d}": partial(whiten, floor=floor, dims=d) for d in numbers("DIMS", int)})
+    out.update({f"dims {d}, no floor": partial(whiten, floor=0.0, dims=d) for d in numbers("DIMS_NO_FLOOR", int)})
+    out.update({f"power {p:g}": partial(whiten, floor=floor, power=p) for p in numbers("POWERS", float)})
     return out
 
 
