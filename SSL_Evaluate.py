@@ -29,7 +29,7 @@ from spacessl.config import (UserError, atomic_path, format_config, require, res
 from spacessl.explain import CAM_LAYERS, explain_pair
 from spacessl.hunt import hunt_direction
 from spacessl.images import load_image
-from spacessl.index import ENCODINGS
+from spacessl.index import IndexSettings
 from spacessl.maps import METHODS, MIN_DIST, NEIGHBOURS, PERPLEXITY, draw_scatter, latest_map, project, save_map
 from spacessl.maps import SEED as MAP_SEED
 from spacessl.queries import grid_figure, neighbour_panels, neighbours, resolve_query, split_queries
@@ -56,12 +56,14 @@ DEVICE = "auto"                 # auto (GPU if present) | cpu | cuda
 GRID_COLUMNS = 6                # panels per row in neighbours.png
 PANEL_INCHES = 2.2              # width of one panel in neighbours.png
 GRID_DPI = 100                  # pixels per inch of neighbours.png
-EXACT_LIMIT = 200000            # up to this many images: exact search; above: a FAISS IVF index (recall printed)
-NPROBE = 0                      # IVF cells searched per query: 0 = the fewest that reach RECALL_TARGET on this
-                                # archive's own embeddings (tuned once, when the index is built) | a fixed number
-RECALL_TARGET = 0.95            # IVF: recall@10 against exact search the tuned index must reach, in (0, 1]
+EXACT_LIMIT = 200000            # up to this many images: exact search; above: a FAISS index (recall printed)
+INDEX_KIND = "auto"             # auto (HNSW when it fits in half the RAM, else ivf-sq8) | hnsw (fastest) |
+                                # ivf-flat | ivf-sq8 (8-bit codes, 4x less memory than the others)
+RECALL_TARGET = 0.95            # recall@10 against exact search the index must reach, in (0, 1]: its search
+                                # effort (HNSW efSearch, IVF nprobe) is tuned to it on this archive's own
+                                # embeddings, once, when the index is built
+NPROBE = 0                      # IVF cells searched per query: 0 = tuned to RECALL_TARGET | a fixed number
 NLIST = 0                       # IVF cells; 0 = 4 x sqrt(number of images). Fewer cells than the archive has groups of alike images loses recall (README, Performance)
-INDEX_ENCODING = "flat"         # IVF vectors stored as: flat (float32) | sq8 (8-bit, 4x less memory)
 REPORT = True                   # also write report.html (and its map.png, explain_<rank>.png)
 MAP_METHOD = "umap"             # report map when the run has no map of these images yet: umap | tsne
 EXPLAIN_TOP = 3                 # nearest neighbours given a Grad-CAM explanation in the report, >= 0
@@ -133,10 +135,11 @@ def main(argv):
         return
     cfg = resolve_config(globals(), argv)
     require(cfg["TOP_K"] >= 1, f"--TOP_K={cfg['TOP_K']}: must be at least 1")
-    require(cfg["EXACT_LIMIT"] >= 0 and cfg["NPROBE"] >= 0 and cfg["NLIST"] >= 0,
-            "--EXACT_LIMIT, --NLIST and --NPROBE must be >= 0")
-    require(0 < cfg["RECALL_TARGET"] <= 1, f"--RECALL_TARGET={cfg['RECALL_TARGET']}: must be in (0, 1]")
-    require(cfg["INDEX_ENCODING"] in ENCODINGS, f"--INDEX_ENCODING={cfg['INDEX_ENCODING']}: choose {', '.join(ENCODINGS)}")
+    require(cfg["EXACT_LIMIT"] >= 0, "--EXACT_LIMIT must be >= 0")
+    try:
+        index_settings = IndexSettings(cfg["INDEX_KIND"], cfg["NLIST"], cfg["NPROBE"], cfg["RECALL_TARGET"])
+    except ValueError as err:
+        raise UserError(str(err)) from None
     require(cfg["MAP_METHOD"] in METHODS, f"--MAP_METHOD={cfg['MAP_METHOD']}: choose {' or '.join(METHODS)}")
     require(cfg["CAM_LAYER"] in CAM_LAYERS, f"--CAM_LAYER={cfg['CAM_LAYER']}: choose {', '.join(CAM_LAYERS)}")
     require(cfg["EXPLAIN_TOP"] >= 0 and cfg["THUMB_PX"] >= 1, "--EXPLAIN_TOP must be >= 0, --THUMB_PX >= 1")
@@ -162,7 +165,7 @@ def main(argv):
     if unlike:
         print(f"ranked by the {how}")
     table = neighbours(run, query, cfg["TOP_K"], [r for r in resolved + unlike if isinstance(r, int)],
-                       cfg["EXACT_LIMIT"], cfg["NLIST"], cfg["NPROBE"], cfg["INDEX_ENCODING"], cfg["RECALL_TARGET"])
+                       cfg["EXACT_LIMIT"], index_settings)
     rows = [index_of[name] for name in table.filename]
 
     query_paths = [data_dir / names[r] if isinstance(r, int) else r for r in resolved]

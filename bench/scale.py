@@ -73,13 +73,10 @@ DIM = 512                         # embedding width (resnet18's) of clustered an
 CLUSTERS_PER_MILLION = 2000       # clustered: cluster centres per million vectors
 NOISE = 2.0                       # clustered: per-coordinate noise around a centre (centre coords ~N(0,1));
                                   # 2.0: same-cluster pairs at cosine ~0.2, unrelated pairs at 0 +- 0.04 (512-d)
-INDEX_KINDS = "ivf-flat,ivf-sq8,hnsw"  # indexes measured, each tuned to RECALL_TARGET: ivf-flat | ivf-sq8 | hnsw
+INDEX_KINDS = "ivf-flat,ivf-sq8,hnsw"  # indexes measured, each built and tuned to RECALL_TARGET as SSL_Evaluate.py
+                                  # builds it (spacessl/index.py): ivf-flat | ivf-sq8 | hnsw
 RECALL_TARGET = 0.95              # recall@10 against exact search each index is tuned to (SSL_Evaluate.py's default)
 NLIST = 0                         # IVF cells; 0 = 4 sqrt(n)
-HNSW_M = 32                       # HNSW links per vector (FAISS IndexHNSWFlat M)
-HNSW_EF_CONSTRUCTION = 40         # HNSW build-time candidate list
-HNSW_EF_START = 16                # HNSW efSearch tried first, doubled until RECALL_TARGET
-HNSW_EF_MAX = 4096                # ... or this
 SEARCH_QUERIES = 200              # queries timed per size
 LID_K = 20                        # neighbours of the local intrinsic dimensionality estimate
 DIFFICULTY_QUERIES = 500          # sample rows for the LID and relative-contrast figures
@@ -88,7 +85,6 @@ SEED = 0
 # -----------------------------------------------------------------------------------------------
 
 GENERATE_CHUNK = 100_000  # synthetic vectors written at a time
-HNSW_LINK_FACTOR = 1.1    # HNSW memory: level-0 links plus ~10 % for the upper levels (1/M of the vectors each)
 
 
 def step_fn(model, optimizer, device):
@@ -314,40 +310,10 @@ def difficulty(vectors, cfg) -> dict:
             "relative contrast": round(float(np.median(mean_distance / distance[:, 9])), 3)}
 
 
-def hnsw_index(vectors, cfg):
-    """(FAISS HNSW index over the vectors, description), efSearch tuned like IVF's nprobe: doubled
-    from HNSW_EF_START until recall@10 reaches RECALL_TARGET (or HNSW_EF_MAX)."""
-    import faiss
-
-    from spacessl.index import ADD_CHUNK, RECALL_K, RECALL_QUERIES, recall_at_k
-
-    index = faiss.IndexHNSWFlat(vectors.shape[1], cfg["HNSW_M"], faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = cfg["HNSW_EF_CONSTRUCTION"]
-    for start in range(0, len(vectors), ADD_CHUNK):
-        index.add(np.asarray(vectors[start:start + ADD_CHUNK], dtype=np.float32))
-    ef = cfg["HNSW_EF_START"]
-    while True:
-        index.hnsw.efSearch = ef
-        recall = recall_at_k(index, vectors, RECALL_K, RECALL_QUERIES, cfg["SEED"])
-        if recall >= cfg["RECALL_TARGET"] or ef >= cfg["HNSW_EF_MAX"]:
-            return index, {"setting": f"efSearch {ef}", "recall_at_10": recall}
-        ef *= 2
-
-
-def index_bytes(kind: str, n: int, dim: int, cfg) -> int:
-    """Memory of the index's vectors, ids and links (FAISS's layout; the quantizers are small)."""
-    ids = 8 * n
-    if kind == "ivf-flat":
-        return 4 * n * dim + ids
-    if kind == "ivf-sq8":
-        return n * dim + ids
-    return 4 * n * dim + 4 * n * 2 * cfg["HNSW_M"] * HNSW_LINK_FACTOR  # hnsw: 2M links on level 0, few above
-
-
 def search_figures(cfg, n: int, distribution: str, workdir: Path) -> list:
     """One row per index kind: build time, memory, the tuned setting with its recall@10 against
     exact search, and ms per single query; exact search's ms per query (batched) beside it."""
-    from spacessl.index import build_index
+    from spacessl.index import IndexSettings, build_index, describe, index_bytes
 
     vectors = search_vectors_file(workdir / f"vectors_{distribution}_{n}.npy", n, distribution, cfg)
     n = len(vectors)
@@ -360,20 +326,16 @@ def search_figures(cfg, n: int, distribution: str, workdir: Path) -> list:
     rows = []
     for kind in [k.strip() for k in cfg["INDEX_KINDS"].split(",") if k.strip()]:
         start = time.perf_counter()
-        if kind == "hnsw":
-            index, info = hnsw_index(vectors, cfg)
-        else:
-            index, info = build_index(vectors, nlist=cfg["NLIST"], nprobe=0, encoding=kind.split("-")[1],
-                                      seed=cfg["SEED"], recall_target=cfg["RECALL_TARGET"])
-            info["setting"] = f"nprobe {info['nprobe']} of {info['nlist']}"
+        index, info = build_index(vectors, IndexSettings(kind, 0 if kind == "hnsw" else cfg["NLIST"],
+                                                         recall_target=cfg["RECALL_TARGET"]), cfg["SEED"])
         build = time.perf_counter() - start
         start = time.perf_counter()
         for query in queries:  # one at a time, as a user asks
             index.search(query[None], 10)
         rows.append({"vectors": n, "distribution": distribution, **hardness, "index": kind,
                      "build (s)": round(build, 1),
-                     "memory (MiB)": round(index_bytes(kind, n, vectors.shape[1], cfg) / 2 ** 20),
-                     "tuned": info["setting"], "recall@10": round(float(info["recall_at_10"]), 3),
+                     "memory (MiB)": round(index_bytes(kind, n, vectors.shape[1]) / 2 ** 20),
+                     "tuned": describe(info), "recall@10": round(float(info["recall_at_10"]), 3),
                      "ms/query": round(1000 * (time.perf_counter() - start) / len(queries), 2),
                      "exact ms/query (batched)": round(exact_ms, 1)})
         del index
@@ -395,6 +357,9 @@ def main(argv):
     for distribution in distributions:
         if distribution not in ("real", "fitted", "clustered"):
             raise UserError(f"--DISTRIBUTIONS: unknown {distribution!r} (real, fitted, clustered)")
+    for kind in [k.strip() for k in cfg["INDEX_KINDS"].split(",") if k.strip()]:
+        if kind not in ("hnsw", "ivf-flat", "ivf-sq8"):
+            raise UserError(f"--INDEX_KINDS: unknown {kind!r} (hnsw, ivf-flat, ivf-sq8)")
     with tempfile.TemporaryDirectory(dir=ROOT / "checkpoints", prefix=".bench_scale-") as workdir:
         for distribution in distributions:
             sizes = [0] if distribution == "real" else [int(s) for s in cfg["SEARCH_SIZES"].split(",") if s.strip()]

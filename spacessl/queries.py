@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from .config import UserError
 from .images import UNREADABLE_ERRORS, load_image, read_image
-from .index import cached_index, on_gpus_if_available
+from .index import IndexSettings, cached_index, describe, on_gpus_if_available
 from .index import search as index_search
 from .search import top_k
 
@@ -23,7 +23,7 @@ log = logging.getLogger("spacessl")
 
 CLOSE_NAMES = 5     # suggestions shown for a query name that is not in the data set
 TITLE_INCHES = 0.4  # height added to each grid panel for its two-line title
-INDEX_SEED = 0      # seeds the IVF index's k-means sample and recall queries
+INDEX_SEED = 0      # seeds the index's k-means sample (IVF) and its recall queries
 
 
 def split_queries(text: str) -> list:
@@ -78,11 +78,12 @@ def unreadable_reason(path: Path) -> str:
     return "it reads now; the embeddings will include it once rebuilt"
 
 
-def neighbours(run, query: np.ndarray, k: int, exclude=(), exact_limit: int = 200000, nlist: int = 0,
-               nprobe: int = 0, encoding: str = "flat", recall_target: float = 0.95) -> pd.DataFrame:
+def neighbours(run, query: np.ndarray, k: int, exclude=(), exact_limit: int = 200000,
+               index_settings: IndexSettings = IndexSettings()) -> pd.DataFrame:
     """The k images of an opened run (runs.OpenRun) nearest to a unit query vector, as a table of
     rank, filename, cosine_distance: exact search up to exact_limit images, beyond it the run's
-    FAISS index (built once and cached; nprobe 0 = tuned to reach recall_target). Asking for more than there are gives all, with a warning."""
+    FAISS index (index.py; built once and cached, its search effort tuned to the recall target).
+    Asking for more than there are gives all, with a warning."""
     available = len(run.names) - len(set(exclude))
     if k > available:
         log.warning("--TOP_K=%d but only %d other images are embedded: returning all %d", k, available, available)
@@ -90,10 +91,9 @@ def neighbours(run, query: np.ndarray, k: int, exclude=(), exact_limit: int = 20
         rows, distances = top_k(run.vectors, query, k, exclude=exclude)
     else:
         source = {**json.loads((run.cache_dir / "meta.json").read_text()), "postprocess": run.transform.kind}
-        index, info = cached_index(run.vectors, run.cache_dir, source, nlist, nprobe, encoding, INDEX_SEED,
-                                   recall_target)
-        log.info("searched with a %s index, %d of %d cells probed (recall@10 %.3f against exact search)",
-                 info["type"], info["nprobe"], info["nlist"], info["recall_at_10"])
+        index, info = cached_index(run.vectors, run.cache_dir, source, index_settings, INDEX_SEED)
+        log.info("searched with a %s index, %s (recall@10 %.3f against exact search)",
+                 info["type"], describe(info), info["recall_at_10"])
         rows, distances = index_search(on_gpus_if_available(index), query, min(k, available), exclude=exclude)
     return pd.DataFrame({"rank": range(1, len(rows) + 1), "filename": [run.names[i] for i in rows],
                          "cosine_distance": np.round(distances, 6)})

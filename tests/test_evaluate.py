@@ -195,21 +195,36 @@ def test_unreadable_image_in_the_data_set_is_left_out(run, tmp_path, caplog):
     assert len(names) == 6 and "broken.jpg" not in names
 
 
-def test_above_the_exact_limit_search_uses_an_ivf_index(run, caplog):
+@pytest.mark.parametrize("settings, said", [
+    ([], "searched with a hnsw index, efSearch 16 (recall@10 1.000"),  # the default: HNSW fits in memory
+    (["--NLIST=4", "--NPROBE=4"], "searched with a ivf-flat index, 4 of 4 cells probed (recall@10 1.000"),
+])
+def test_above_the_exact_limit_search_uses_an_index(run, caplog, settings, said):
     assert evaluate(run) == 0
     names = pd.read_csv(run / "embeddings" / "best__data" / "filenames.csv")["filename"].tolist()
-    # 24 images, 4 IVF cells all probed: the approximate search must equal the exact one.
-    argv = [f"--QUERY={names[0]}", "--TOP_K=5", "--EXACT_LIMIT=10", "--NLIST=4", "--NPROBE=4"]
+    # 24 images: HNSW visits at least 16 of them, IVF probes all 4 cells; both must equal exact search.
+    argv = [f"--QUERY={names[0]}", "--TOP_K=5", "--EXACT_LIMIT=10", *settings]
     with caplog.at_level(logging.INFO, logger="spacessl"):
         assert evaluate(run, *argv) == 0
-    assert any("searched with a ivf-flat index, 4 of 4 cells probed (recall@10 1.000" in r.getMessage()
-               for r in caplog.records)
+    assert any(said in r.getMessage() for r in caplog.records)
     assert (run / "embeddings" / "best__data" / "index.faiss").is_file()
     approx = pd.read_csv(query_dirs(run)[0] / "neighbours.csv")
     assert evaluate(run, f"--QUERY={names[0]}", "--TOP_K=5") == 0
     exact = pd.read_csv(query_dirs(run)[1] / "neighbours.csv")
     assert approx["filename"].tolist() == exact["filename"].tolist()
     np.testing.assert_allclose(approx["cosine_distance"], exact["cosine_distance"], atol=1e-5)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--INDEX_KIND=hnsw", "--NPROBE=8"], "--NLIST and --NPROBE shape an IVF index"),
+    (["--INDEX_KIND=annoy"], "--INDEX_KIND=annoy: choose auto, hnsw, ivf-flat, ivf-sq8"),
+    (["--RECALL_TARGET=0"], "--RECALL_TARGET=0.0: must be in (0, 1]"),
+])
+def test_impossible_index_settings_give_one_line_errors(run, capsys, argv, message):
+    assert evaluate(run, *argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (run / "embeddings").exists()  # refused before any work
 
 
 def test_query_skipped_as_unreadable_says_so(run, tmp_path, capsys):

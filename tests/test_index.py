@@ -1,5 +1,5 @@
-"""FAISS search: exact up to a size, IVF beyond with measured recall, and a half-built index
-on disk detected and rebuilt."""
+"""FAISS search: exact up to a size, an HNSW or IVF index beyond it with its search effort tuned to
+a recall target, the kind chosen by memory, and a half-built or outdated index on disk rebuilt."""
 
 import json
 import logging
@@ -7,7 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from spacessl.index import build_index, cached_index, search
+from spacessl.index import (RECALL_K, RECALL_QUERIES, IndexSettings, build_index, cached_index, choose_kind,
+                            recall_at_k, search)
 from spacessl.search import nearest_rows
 
 
@@ -28,7 +29,7 @@ def test_exact_knn_matches_brute_force():
 
 def test_an_index_probing_every_cell_searches_exactly():
     x = clustered(500)
-    index, info = build_index(x, nlist=4, nprobe=4, encoding="flat", seed=0)
+    index, info = build_index(x, IndexSettings("ivf-flat", nlist=4, nprobe=4), seed=0)
     assert info["type"] == "ivf-flat" and info["recall_at_10"] == 1.0
     rows, dist = search(index, x[3], 5, exclude=[3])
     expected = [i for i in np.argsort(-(x @ x[3])) if i != 3][:5]
@@ -36,14 +37,14 @@ def test_an_index_probing_every_cell_searches_exactly():
     np.testing.assert_allclose(dist, 1 - x[expected] @ x[3], atol=1e-5)
 
 
-@pytest.mark.parametrize("encoding", ["flat", "sq8"])
-def test_large_sets_get_an_ivf_index_with_measured_recall(encoding):
+@pytest.mark.parametrize("kind", ["ivf-flat", "ivf-sq8"])
+def test_large_sets_get_an_ivf_index_with_measured_recall(kind):
     # No cluster structure: neighbours spread over many cells, so probing fewer cells must cost recall.
     x = clustered(3000, clusters=1, seed=1)
-    index, info = build_index(x, nlist=20, nprobe=20, encoding=encoding, seed=0)
-    assert info["type"] == f"ivf-{encoding}" and info["nlist"] == 20
+    index, info = build_index(x, IndexSettings(kind, nlist=20, nprobe=20), seed=0)
+    assert info["type"] == kind and info["nlist"] == 20
     assert info["recall_at_10"] > 0.9  # all 20 cells probed: only sq8 rounding can cost recall
-    _, few = build_index(x, nlist=20, nprobe=1, encoding=encoding, seed=0)
+    _, few = build_index(x, IndexSettings(kind, nlist=20, nprobe=1), seed=0)
     assert few["recall_at_10"] < info["recall_at_10"]  # probing 1 cell of 20 misses neighbours
 
 
@@ -60,36 +61,35 @@ def realistic(n, dim=64, seed=0):
 def test_nprobe_is_tuned_to_the_recall_target(caplog):
     x = realistic(20000)
     with caplog.at_level(logging.INFO, logger="spacessl"):
-        index, info = build_index(x, nlist=0, nprobe=0, encoding="flat", seed=0,
-                                  recall_target=0.95)
+        index, info = build_index(x, IndexSettings("ivf-flat", recall_target=0.95), seed=0)
     assert info["recall_at_10"] >= 0.95 and info["recall_target"] == 0.95
     assert 1 < info["nprobe"] < info["nlist"] and index.nprobe == info["nprobe"]
     assert "tuned" in caplog.text
     # One cell fewer falls short of the target: the fewest cells that reach it were chosen.
-    fewer = dict(build_index(x, nlist=0, nprobe=info["nprobe"] - 1, encoding="flat", seed=0)[1])
+    fewer = dict(build_index(x, IndexSettings("ivf-flat", nprobe=info["nprobe"] - 1), seed=0)[1])
     assert fewer["recall_at_10"] < 0.95
 
 
 def test_a_fixed_nprobe_below_the_target_is_said(caplog):
     x = realistic(5000)
     with caplog.at_level(logging.WARNING, logger="spacessl"):
-        _, info = build_index(x, nlist=0, nprobe=1, encoding="flat", seed=0)
+        _, info = build_index(x, IndexSettings("ivf-flat", nprobe=1), seed=0)
     assert info["recall_at_10"] < 0.95 and "below the target 0.95: raise --NPROBE" in caplog.text
 
 
 def test_an_index_built_for_another_target_is_rebuilt(tmp_path, caplog):
     x = realistic(5000)
     source = {"data_sha256": "abc"}
-    _, low = cached_index(x, tmp_path, source, 0, 0, "flat", 0, 0.5)
+    _, low = cached_index(x, tmp_path, source, IndexSettings("ivf-flat", recall_target=0.5), 0)
     with caplog.at_level(logging.INFO, logger="spacessl"):
-        _, high = cached_index(x, tmp_path, source, 0, 0, "flat", 0, 0.99)
+        _, high = cached_index(x, tmp_path, source, IndexSettings("ivf-flat", recall_target=0.99), 0)
     assert "reusing" not in caplog.text and high["nprobe"] > low["nprobe"] and high["recall_at_10"] >= 0.99
 
 
 def test_index_is_reused_and_a_half_built_one_is_rebuilt(tmp_path, caplog):
     x = clustered(1500)
     source = {"data_sha256": "abc"}
-    args = (10, 4, "flat", 0)
+    args = (IndexSettings("ivf-flat", nlist=10, nprobe=4), 0)
     _, info = cached_index(x, tmp_path, source, *args)
     assert (tmp_path / "index.faiss").is_file() and json.loads((tmp_path / "index.json").read_text())["info"] == info
     with caplog.at_level(logging.INFO, logger="spacessl"):
@@ -107,3 +107,59 @@ def test_index_is_reused_and_a_half_built_one_is_rebuilt(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="spacessl"):
         cached_index(x, tmp_path, {"data_sha256": "changed"}, *args)
     assert "reusing" not in caplog.text
+
+
+def test_hnsw_ef_search_is_tuned_to_the_recall_target_and_restored_on_reuse(tmp_path, caplog):
+    x = realistic(5000)
+    settings = IndexSettings("hnsw", recall_target=0.99)
+    with caplog.at_level(logging.INFO, logger="spacessl"):
+        index, info = cached_index(x, tmp_path, {"data_sha256": "abc"}, settings, 0)
+    assert info["type"] == "hnsw" and "tuned" in caplog.text
+    assert info["recall_at_10"] >= 0.99 and index.hnsw.efSearch == info["ef_search"] > 16  # 16: the first tried
+    # The least efSearch that reaches the target was chosen: one less falls short.
+    index.hnsw.efSearch = info["ef_search"] - 1
+    assert recall_at_k(index, x, RECALL_K, RECALL_QUERIES, 0) < 0.99
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="spacessl"):
+        reused, again = cached_index(x, tmp_path, {"data_sha256": "abc"}, settings, 0)
+    assert "reusing hnsw index" in caplog.text and again == info
+    assert reused.hnsw.efSearch == info["ef_search"]  # the tuned effort, not the file's or FAISS's default
+    rows, dist = search(reused, x[7], 5, exclude=[7])
+    assert 7 not in rows and len(rows) == 5 and np.all(np.diff(dist) >= 0)
+
+
+def test_an_index_of_another_kind_is_rebuilt(tmp_path, caplog):
+    x = realistic(3000)
+    source = {"data_sha256": "abc"}
+    cached_index(x, tmp_path, source, IndexSettings("ivf-flat"), 0)
+    with caplog.at_level(logging.INFO, logger="spacessl"):
+        index, info = cached_index(x, tmp_path, source, IndexSettings("hnsw"), 0)
+    assert "reusing" not in caplog.text and info["type"] == "hnsw" and hasattr(index, "hnsw")
+
+
+GIB = 2 ** 30
+
+
+def test_auto_takes_hnsw_when_it_fits_in_half_the_memory_else_8_bit_ivf():
+    million = (1_000_000, 512)  # HNSW: 2.0 GB of vectors + 0.3 GB of links
+    assert choose_kind(IndexSettings(), *million, ram=24 * GIB)[0] == "hnsw"
+    kind, why = choose_kind(IndexSettings(), *million, ram=4 * GIB)
+    assert kind == "ivf-sq8" and "would not fit in 2.0 GiB" in why
+    # IVF settings given: the user asked for an IVF index, flat while it fits.
+    assert choose_kind(IndexSettings(nprobe=8), *million, ram=24 * GIB)[0] == "ivf-flat"
+    assert choose_kind(IndexSettings(nlist=100), *million, ram=2 * GIB)[0] == "ivf-sq8"
+    # A kind asked for is taken as asked, whatever the memory.
+    assert choose_kind(IndexSettings("hnsw"), *million, ram=1 * GIB) == ("hnsw", "as asked")
+    _, info = build_index(realistic(2000), IndexSettings(), seed=0, ram=1_000_000)  # 1 MB: HNSW needs ~1.1
+    assert info["type"] == "ivf-sq8" and "would not fit" in info["chosen"]
+
+
+@pytest.mark.parametrize("settings, problem", [
+    (dict(kind="ivf"), "--INDEX_KIND=ivf: choose auto, hnsw, ivf-flat, ivf-sq8"),
+    (dict(kind="hnsw", nprobe=8), "leave them 0 with --INDEX_KIND=hnsw"),
+    (dict(nlist=-1), "--NLIST and --NPROBE must be >= 0"),
+    (dict(recall_target=1.5), "--RECALL_TARGET=1.5: must be in (0, 1]"),
+])
+def test_impossible_index_settings_are_refused(settings, problem):
+    with pytest.raises(ValueError, match=problem.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        IndexSettings(**settings)
