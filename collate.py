@@ -75,7 +75,9 @@ PRESETS = {
 def preset_kwargs(spec: str) -> dict:
     """The SimCLRTransform arguments of a preset spec: a preset name, optionally followed by
     changes to it, e.g. "astro:min_scale=0.2,gaussian_blur=0" (used by the ablation benchmark and
-    for quick trials; edit PRESETS for a lasting change). Raises ValueError naming the problem."""
+    for quick trials; edit PRESETS for a lasting change). "rr_degrees=none" is lightly's rotation
+    by exactly 90 degrees (with rr_prob; with both flips at 0.5 and rr_prob 0.5, each of the 8
+    lossless turns and mirrorings is equally likely). Raises ValueError naming the problem."""
     name, _, changes = spec.partition(":")
     if name not in PRESETS:
         raise ValueError(f"unknown augmentation preset {name!r}: choose one of {', '.join(PRESETS)}")
@@ -84,6 +86,9 @@ def preset_kwargs(spec: str) -> dict:
     for change in filter(None, (part.strip() for part in changes.split(","))):
         key, _, text = change.partition("=")
         current = kwargs.get(key, defaults.get(key))
+        if key == "rr_degrees" and text.strip().lower() == "none":
+            kwargs[key] = None
+            continue
         if key not in defaults or not isinstance(current, (int, float)) or isinstance(current, bool):
             numeric = [k for k, v in defaults.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
             raise ValueError(f"augmentation change {change!r}: give name=number with a name out of "

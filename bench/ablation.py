@@ -87,6 +87,11 @@ ROW_SETTINGS = {
     "tuned": ["--TEMPERATURE=0.2", "--AUGMENTATION=radio"],
     # The same without the smaller crops, the one change that also cost MiraBest linear and few-shot accuracy.
     "softer": ["--TEMPERATURE=0.2", "--AUGMENTATION=astro:min_scale=0.6,gaussian_blur=0"],
+    # Quarter turns and mirrorings instead of any angle: lightly rotates after cropping, so an
+    # arbitrary angle brings black corners into a view of a galaxy on a noisy sky, which no search
+    # image has (radio cutouts are black around the source anyway).
+    "d4": ["--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION},rr_degrees=none,rr_prob=0.5"],
+    "d4soft": ["--TEMPERATURE=0.2", "--AUGMENTATION=astro:min_scale=0.6,gaussian_blur=0,rr_degrees=none,rr_prob=0.5"],
 }
 SETS = {  # input size the network sees, the setting giving the images' side (cached as it is on a GPU), merged classes
     "mirabest": {"input": 64, "side": "MIRABEST_STORED", "merge": ""},

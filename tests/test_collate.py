@@ -32,6 +32,8 @@ def test_preset_changes_for_a_trial():
     assert {k: v for k, v in changed.items() if k not in ("min_scale", "gaussian_blur")} == \
         {k: v for k, v in preset_settings("astro").items() if k not in ("min_scale", "gaussian_blur")}
     assert preset_kwargs("allsky") == PRESETS["allsky"]
+    quarter_turns = preset_settings("astro:rr_degrees=none,rr_prob=0.5")
+    assert quarter_turns["rr_degrees"] is None and quarter_turns["rr_prob"] == 0.5
     for bad in ("sky", "astro:sigmas=1", "astro:min_scale"):
         with pytest.raises(ValueError):
             preset_kwargs(bad)
