@@ -2,6 +2,7 @@
 checkpoints each end in a correct answer or a one-line error that says what to do."""
 
 import collections
+import functools
 import os
 import shutil
 import signal
@@ -158,8 +159,14 @@ def test_ctrl_c_during_training_exits_130_with_one_line(tmp_path):
     copy_images(GALAXIES, tmp_path / "data", 24)
     args = [f"--DATA_DIR={tmp_path / 'data'}", f"--CHECKPOINT_DIR={tmp_path / 'runs'}", "--RUN_NAME=r",
             *[a for a in TINY if not a.startswith("--MAX_EPOCHS")], "--MAX_EPOCHS=1000"]
-    process = subprocess.Popen([sys.executable, "SSL_Train.py", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal delivers it to a foreground job: a test suite started in the background
+    # (`make test &`) runs with SIGINT ignored, which its children would inherit and never stop.
+    # PYTHONFAULTHANDLER: should it hang anyway, a SIGABRT makes it print every thread's stack.
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as sink:
+        process = subprocess.Popen([sys.executable, "SSL_Train.py", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                   stderr=sink, env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+                                   preexec_fn=functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL))
     try:
         # Generous limits: on a loaded 2-core machine the first checkpoint took 88 s.
         deadline = time.time() + 300
@@ -167,10 +174,16 @@ def test_ctrl_c_during_training_exits_130_with_one_line(tmp_path):
             time.sleep(0.5)
         assert (tmp_path / "runs" / "r" / "last.ckpt").is_file(), "no checkpoint within 300 s"
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=300)
+        try:
+            process.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            process.wait(timeout=60)
+            pytest.fail("still running 300 s after Ctrl-C; its stacks:\n" + stderr.read_text()[-6000:])
     finally:
         process.kill()  # no effect once it has exited; else a 1000-epoch training would outlive the test
-    assert process.returncode == 130
+    err = stderr.read_text()
+    assert process.returncode == 130, err[-3000:]
     assert err.strip().splitlines()[-1].startswith("interrupted: finished files are kept")
     assert "Traceback" not in err and not list((tmp_path / "runs" / "r").glob(".*.tmp*"))
 
