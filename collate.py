@@ -86,7 +86,7 @@ def preset_kwargs(spec: str) -> dict:
     for change in filter(None, (part.strip() for part in changes.split(","))):
         key, _, text = change.partition("=")
         current = kwargs.get(key, defaults.get(key))
-        if key == "rr_degrees" and text.strip().lower() == "none":
+        if text.strip().lower() == "none" and key in defaults and defaults[key] is None:  # rr_degrees
             kwargs[key] = None
             continue
         if key not in defaults or not isinstance(current, (int, float)) or isinstance(current, bool):

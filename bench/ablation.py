@@ -103,13 +103,24 @@ DEMO_QUERY = "587722983360102542.jpg"  # the Makefile's demo query, an edge-on g
 EDGE_ON = "3"
 
 
+DEMO_IMAGES = ROOT / "data" / "sample" / "galaxies"
+DEMO_LABELS = ROOT / "data" / "sample" / "galaxy_labels.csv"
+
+
 def prepare(cfg: dict, out: Path):
     """(image folder, labels CSV) of the chosen set."""
     if cfg["SET"] == "demo":
-        return ROOT / "data" / "sample" / "galaxies", ROOT / "data" / "sample" / "galaxy_labels.csv"
+        return DEMO_IMAGES, DEMO_LABELS
     prep = prepare_mirabest if cfg["SET"] == "mirabest" else prepare_galaxyzoo
     data = prep(cfg, out / "data")
     return data / "images", data / "labels.csv"
+
+
+def labelled(images: Path, labels_csv: Path, merge: str):
+    """(file names of the labelled images, their classes as strings), in file-name order."""
+    files = sorted(p.name for p in images.iterdir())
+    rows, classes = match_labels(read_labels(labels_csv, merge=merge), files, str(labels_csv))
+    return [files[i] for i in rows], np.asarray([str(c) for c in classes])
 
 
 @torch.no_grad()
@@ -175,10 +186,7 @@ def main(argv):
     out = new_output_dir(Path(cfg["OUT_DIR"]), f"bench_ablation_{cfg['SET']}")
     images, labels_csv = prepare(cfg, out)
     settings = SETS[cfg["SET"]]
-    files = sorted(p.name for p in images.iterdir())
-    label_rows, classes = match_labels(read_labels(labels_csv, merge=settings["merge"]), files, str(labels_csv))
-    names = [files[i] for i in label_rows]
-    classes = np.asarray([str(c) for c in classes])
+    names, classes = labelled(images, labels_csv, settings["merge"])
     results = out / "results.csv"
     torch.set_num_threads(cfg["NUM_WORKERS"])
     print(f"{cfg['SET']}: {len(names)} labelled images; results: {results}", flush=True)

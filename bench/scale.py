@@ -357,9 +357,11 @@ def main(argv):
     for distribution in distributions:
         if distribution not in ("real", "fitted", "clustered"):
             raise UserError(f"--DISTRIBUTIONS: unknown {distribution!r} (real, fitted, clustered)")
+    from spacessl.index import BUILT_KINDS
+
     for kind in [k.strip() for k in cfg["INDEX_KINDS"].split(",") if k.strip()]:
-        if kind not in ("hnsw", "ivf-flat", "ivf-sq8"):
-            raise UserError(f"--INDEX_KINDS: unknown {kind!r} (hnsw, ivf-flat, ivf-sq8)")
+        if kind not in BUILT_KINDS:
+            raise UserError(f"--INDEX_KINDS: unknown {kind!r} ({', '.join(BUILT_KINDS)})")
     with tempfile.TemporaryDirectory(dir=ROOT / "checkpoints", prefix=".bench_scale-") as workdir:
         for distribution in distributions:
             sizes = [0] if distribution == "real" else [int(s) for s in cfg["SEARCH_SIZES"].split(",") if s.strip()]

@@ -30,11 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ablation import SETS, feature_sets  # noqa: E402
+from ablation import DEMO_IMAGES, DEMO_LABELS, SETS, feature_sets, labelled  # noqa: E402
 from spacessl import postprocess  # noqa: E402
 from spacessl.baselines import raw_pixel_embeddings  # noqa: E402
 from spacessl.config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
-from spacessl.labels import match_labels, read_labels  # noqa: E402
 from spacessl.metrics import precision_at_k  # noqa: E402
 from spacessl.model import SSLModel, load_model  # noqa: E402
 
@@ -93,15 +92,12 @@ def main(argv):
     if cfg["SET"] not in SETS:
         raise UserError(f"--SET={cfg['SET']}: choose one of {', '.join(SETS)}")
     if cfg["SET"] == "demo":
-        images, labels = ROOT / "data" / "sample" / "galaxies", ROOT / "data" / "sample" / "galaxy_labels.csv"
+        images, labels = DEMO_IMAGES, DEMO_LABELS
     else:
         images, labels = folder / "data" / "images", folder / "data" / "labels.csv"
     if not images.is_dir():
         raise UserError(f"--FOLDER={folder}: no {images}; give a folder bench/ablation.py wrote")
-    files = sorted(p.name for p in images.iterdir())
-    rows, classes = match_labels(read_labels(labels, merge=SETS[cfg["SET"]]["merge"]), files, str(labels))
-    names = [files[i] for i in rows]
-    classes = np.asarray([str(c) for c in classes])
+    names, classes = labelled(images, labels, SETS[cfg["SET"]]["merge"])
     vectors = {}
     for run in [r.strip() for r in cfg["RUNS"].split(",") if r.strip()]:
         checkpoint = folder / "runs" / run / "best.ckpt"

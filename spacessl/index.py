@@ -34,7 +34,8 @@ from .search import nearest_rows
 
 log = logging.getLogger("spacessl")
 
-KINDS = ("auto", "hnsw", "ivf-flat", "ivf-sq8")
+BUILT_KINDS = ("hnsw", "ivf-flat", "ivf-sq8")  # what build_index can build
+KINDS = ("auto", *BUILT_KINDS)  # what a user may ask for
 ADD_CHUNK = 65536         # vectors read from disk and added at a time
 TRAIN_PER_CELL = 39       # k-means training points per IVF cell (FAISS warns below 39)
 MAX_TRAIN = 262144        # at most this many training points, whatever the data size
