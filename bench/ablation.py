@@ -92,6 +92,10 @@ ROW_SETTINGS = {
     # image has (radio cutouts are black around the source anyway).
     "d4": ["--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION},rr_degrees=none,rr_prob=0.5"],
     "d4soft": ["--TEMPERATURE=0.2", "--AUGMENTATION=astro:min_scale=0.6,gaussian_blur=0,rr_degrees=none,rr_prob=0.5"],
+    # No crop at all (min_scale 1: RandomResizedCrop then keeps the whole square image): every
+    # crop is also stretched by up to 4/3 in one direction, which changes the axis ratio that tells
+    # an edge-on disc or an elongated elliptical from a round one; galaxies are centred anyway.
+    "nocrop": ["--TEMPERATURE=0.2", "--AUGMENTATION=astro:min_scale=1.0,gaussian_blur=0,rr_degrees=none,rr_prob=0.5"],
 }
 SETS = {  # input size the network sees, the setting giving the images' side (cached as it is on a GPU), merged classes
     "mirabest": {"input": 64, "side": "MIRABEST_STORED", "merge": ""},
