@@ -22,7 +22,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from collate import preset_kwargs
+from collate import preset_kwargs, preset_temperature
 from spacessl.config import UserError, format_config, require, resolve_config, run_main, usage, wants_help, write_json
 from spacessl.datamodule import PIPELINES, ArchiveData
 from spacessl.hardware import lightning_precision
@@ -53,8 +53,8 @@ LR = 0.0                        # base learning rate, scaled by batch size as ME
                                 # recipe's (methods.py: simclr 0.075 LARS x sqrt(bs), simsiam 0.05 SGD,
                                 # byol 0.2 LARS, mae 1.5e-4 AdamW, the last three x bs/256)
 WEIGHT_DECAY = -1.0             # on conv/linear weights; < 0 = the recipe's (1e-6, 5e-4, 1.5e-6, 0.05)
-TEMPERATURE = 0.5               # simclr: NT-Xent temperature, > 0 (SimCLR's CIFAR-10 setting, app. B.9); 0.2 with
-                                # AUGMENTATION=radio for radio sources (README "Retrieval quality")
+TEMPERATURE = 0.0               # simclr: NT-Xent temperature, > 0; 0 = AUGMENTATION's preset's (collate.TEMPERATURES:
+                                # 0.2 for radio, 0.5 for the others; README "Retrieval quality")
 PROJ_HIDDEN_DIM = 512           # simclr/simsiam/byol: projection head hidden width
 PROJ_OUT_DIM = 128              # simclr/simsiam/byol: projection output width, where the loss is computed
 PRED_HIDDEN_DIM = 128           # simsiam/byol: prediction head hidden width (SimSiam's bottleneck: out/4)
@@ -106,8 +106,8 @@ def check_config(cfg: dict) -> None:
     require(0 <= cfg["MOMENTUM_START"] <= 1, f"--MOMENTUM_START={cfg['MOMENTUM_START']}: must be in [0, 1]")
     require(0 <= cfg["WARMUP_EPOCHS"] < cfg["MAX_EPOCHS"],
             f"--WARMUP_EPOCHS={cfg['WARMUP_EPOCHS']}: must be >= 0 and below MAX_EPOCHS={cfg['MAX_EPOCHS']}")
-    require(cfg["LR"] >= 0 and cfg["TEMPERATURE"] > 0,
-            "--LR must be >= 0 (0 = the method's) and --TEMPERATURE > 0")
+    require(cfg["LR"] >= 0 and cfg["TEMPERATURE"] >= 0,
+            "--LR and --TEMPERATURE must be >= 0 (0 = the method's rate, the preset's temperature)")
     require(0 <= cfg["VAL_FRACTION"] < 0.5, f"--VAL_FRACTION={cfg['VAL_FRACTION']}: must be in [0, 0.5)")
     require(cfg["NUM_WORKERS"] >= -1, f"--NUM_WORKERS={cfg['NUM_WORKERS']}: -1 (auto), 0 or more")
     require(cfg["ACCELERATOR"] in ("auto", "gpu", "cpu"),
@@ -213,10 +213,12 @@ def main(argv):
     recipe = RECIPES[cfg["METHOD"]]
     lr = cfg["LR"] or recipe.base_lr
     weight_decay = cfg["WEIGHT_DECAY"] if cfg["WEIGHT_DECAY"] >= 0 else recipe.weight_decay
+    temperature = cfg["TEMPERATURE"] or preset_temperature(cfg["AUGMENTATION"])
     resolved = {"data_dir": str(Path(cfg["DATA_DIR"]).resolve()), "channels": channels,
                 "n_train": len(train_files), "n_val": len(val_files), "num_workers": workers,
                 "accelerator": accelerator, "precision": precision, "pipeline": pipeline, "optimizer": recipe.optimizer,
-                "base_lr": lr, "peak_lr": peak_lr(recipe, lr, cfg["BATCH_SIZE"]), "weight_decay": weight_decay}
+                "base_lr": lr, "peak_lr": peak_lr(recipe, lr, cfg["BATCH_SIZE"]), "weight_decay": weight_decay,
+                "temperature": temperature}
     run_dir = Path(cfg["CHECKPOINT_DIR"]) / cfg["RUN_NAME"]
     resume_from = resume_checkpoint(run_dir) if cfg["RESUME"] else None
     # Under DDP every rank runs this script; only rank 0 claims the folder and writes the config.
@@ -237,7 +239,7 @@ def main(argv):
     model = SSLModel(method=cfg["METHOD"], backbone=cfg["BACKBONE"], in_channels=channels,
                      input_size=cfg["INPUT_SIZE"], augmentation=cfg["AUGMENTATION"], stretch=cfg["STRETCH"],
                      proj_hidden_dim=cfg["PROJ_HIDDEN_DIM"], proj_out_dim=cfg["PROJ_OUT_DIM"],
-                     pred_hidden_dim=cfg["PRED_HIDDEN_DIM"], temperature=cfg["TEMPERATURE"],
+                     pred_hidden_dim=cfg["PRED_HIDDEN_DIM"], temperature=temperature,
                      momentum_start=cfg["MOMENTUM_START"], patch_size=cfg["PATCH_SIZE"],
                      mask_ratio=cfg["MASK_RATIO"], decoder_dim=cfg["DECODER_DIM"],
                      decoder_layers=cfg["DECODER_LAYERS"], lr=lr, weight_decay=weight_decay,

@@ -62,7 +62,7 @@ PRESETS = {
     "astro": dict(cj_bright=0.2, cj_contrast=0.2, cj_sat=0.0, cj_hue=0.0, random_gray_scale=0.0,
                   min_scale=0.6, rr_prob=1.0, rr_degrees=180.0, vf_prob=0.5, hf_prob=0.5),
     # Radio sources (FIRST, MiraBest): as astro, but crops down to 20 % and no blur, each of which
-    # raised MiraBest's precision@10 (bench/ablation.py; best with TEMPERATURE=0.2). With large
+    # raised MiraBest's precision@10 (bench/ablation.py; with temperature 0.2, TEMPERATURES). With large
     # crops two views of a compact source on an empty sky share its whole extent and brightness
     # profile, an identity cue that needs no morphology; at 64 px lightly's blur (sigma up to
     # 2 px, sized for 224 px ImageNet crops) wipes out the hot spots that tell FR I from FR II.
@@ -70,6 +70,11 @@ PRESETS = {
                   min_scale=0.2, gaussian_blur=0.0, rr_prob=1.0, rr_degrees=180.0, vf_prob=0.5, hf_prob=0.5),
     "natural": dict(),
 }
+
+# NT-Xent temperature that goes with each preset (SSL_Train.py's TEMPERATURE=0 takes it from here).
+# 0.5 is SimCLR's CIFAR-10 setting (Chen et al. 2020, app. B.9). 0.2 for radio sources: it raised
+# MiraBest's precision@10 on its own and in the radio recipe (README "Retrieval quality").
+TEMPERATURES = {"allsky": 0.5, "astro": 0.5, "radio": 0.2, "natural": 0.5}
 
 
 def preset_kwargs(spec: str) -> dict:
@@ -98,6 +103,14 @@ def preset_kwargs(spec: str) -> dict:
         except ValueError:
             raise ValueError(f"augmentation change {change!r}: {text!r} is not a number") from None
     return kwargs
+
+
+def preset_temperature(spec: str) -> float:
+    """The NT-Xent temperature of a preset spec's preset (changes after ":" do not alter it)."""
+    name = spec.partition(":")[0]
+    if name not in TEMPERATURES:
+        raise ValueError(f"unknown augmentation preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return TEMPERATURES[name]
 
 
 def _simclr_defaults() -> dict:

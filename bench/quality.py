@@ -47,7 +47,7 @@ MIRABEST_STORED = 80             # px side of the resized copies
 MIRABEST_INPUT = 64              # px crops the network sees
 MIRABEST_EPOCHS = 80             # fits in ~20 min here, kNN monitor included
 GALAXY_RECIPE = "--AUGMENTATION=astro"                        # SSL_Train.py settings for galaxies
-MIRABEST_RECIPE = "--AUGMENTATION=radio --TEMPERATURE=0.2"   # for radio sources (README "Retrieval quality")
+MIRABEST_RECIPE = "--AUGMENTATION=radio"   # for radio sources, with its temperature 0.2 (README "Retrieval quality")
 BATCH_SIZE = 128                 # training batch for both sets
 WARMUP_EPOCHS = 3                # learning-rate warm-up for both sets
 NUM_WORKERS = 2                  # loader processes (this machine has 2 cores)

@@ -5,7 +5,8 @@ import torch
 from conftest import GALAXIES, THEMIS
 from PIL import Image
 
-from collate import PRESETS, BatchAugment, eval_transform, preset_kwargs, preset_settings, train_transform
+from collate import (PRESETS, TEMPERATURES, BatchAugment, eval_transform, preset_kwargs, preset_settings,
+                     preset_temperature, train_transform)
 from spacessl.images import load_image
 
 
@@ -37,6 +38,13 @@ def test_preset_changes_for_a_trial():
     for bad in ("sky", "astro:sigmas=1", "astro:min_scale"):
         with pytest.raises(ValueError):
             preset_kwargs(bad)
+
+
+def test_every_preset_has_a_temperature_that_trial_changes_keep():
+    assert set(TEMPERATURES) == set(PRESETS) and all(t > 0 for t in TEMPERATURES.values())
+    assert preset_temperature("radio:min_scale=0.5") == preset_temperature("radio") == 0.2
+    with pytest.raises(ValueError, match="unknown augmentation preset 'sky'"):
+        preset_temperature("sky")
 
 
 def test_eval_transform_is_deterministic_and_resizes_the_whole_image():

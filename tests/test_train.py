@@ -11,6 +11,8 @@ import torch
 from conftest import GALAXIES, ROOT, THEMIS, TINY, copy_images, run_cli
 from PIL import Image
 
+from collate import TEMPERATURES
+
 import SSL_Train
 
 
@@ -32,6 +34,9 @@ def test_one_epoch_writes_checkpoints_config_and_logs(trained_run):
         assert len(values) == 1 and values.iloc[0] > 0, column
     hp = torch.load(trained_run / "best.ckpt", weights_only=True)["hyper_parameters"]
     assert hp["input_size"] == 32 and hp["backbone"] == "resnet18"
+    # TEMPERATURE=0 (the default) trains with the preset's temperature and says which in the config.
+    assert config["hyperparameters"]["TEMPERATURE"] == 0
+    assert hp["temperature"] == config["resolved"]["temperature"] == TEMPERATURES["astro"] > 0
     assert not [p for p in trained_run.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -105,6 +110,7 @@ def test_corrupt_and_mixed_images_train_with_a_warning(tmp_path, caplog):
     (["--AUGMENTATION=astro:blur=1"], "augmentation change 'blur=1': give name=number"),
     (["--AUGMENTATION=astro:min_scale=big"], "'big' is not a number"),
     (["--WARMUP_EPOCHS=5", "--MAX_EPOCHS=5"], "below MAX_EPOCHS=5"),
+    (["--TEMPERATURE=-0.1"], "--TEMPERATURE must be >= 0"),
 ])
 def test_bad_arguments_give_one_line_errors(tmp_path, capsys, argv, message):
     assert run_cli(SSL_Train, [f"--CHECKPOINT_DIR={tmp_path}", *argv]) == 2
