@@ -59,6 +59,8 @@ WARMUP_EPOCHS = 3                # learning-rate warm-up (fewer when EPOCHS is s
 POSTPROCESS = "none,centre,whiten"  # post-processings scored, comma-separated
 FEATURES = "pool,l3+l4,proj"     # search vectors scored, comma-separated (see above)
 RANDOM_BASELINE = True           # also score random weights and raw pixels
+KNN_MONITOR = False              # also pass the labels to SSL_Train.py's kNN monitor: validation kNN accuracy
+                                 # after every epoch, printed per row (what training does to the classes over time)
 REUSE = ""                       # an earlier ablation folder: rows trained there are scored again, not retrained
 SHARED = "../shared/data"        # the read-only archive copies
 OUT_DIR = "checkpoints"          # the benchmark's run folder goes here
@@ -168,6 +170,12 @@ def score(name: str, seed: int, features: dict, classes, names, cfg) -> list:
     return rows
 
 
+def knn_by_epoch(run: Path) -> str:
+    """The kNN monitor's accuracies in a run's training log, epoch by epoch."""
+    metrics = pd.concat(pd.read_csv(f) for f in sorted(run.glob("logs/version_*/metrics.csv")))
+    return " ".join(f"{a:.3f}" for a in metrics["val_knn_accuracy"].dropna())
+
+
 def append(path: Path, rows: list) -> None:
     table = pd.concat([pd.read_csv(path), pd.DataFrame(rows)]) if path.is_file() else pd.DataFrame(rows)
     with atomic_path(path) as tmp:
@@ -203,6 +211,8 @@ def main(argv):
                     f"--SEED={seed}",
                     f"--MAX_EPOCHS={cfg['EPOCHS']}", f"--WARMUP_EPOCHS={min(cfg['WARMUP_EPOCHS'], cfg['EPOCHS'] - 1)}", f"--BATCH_SIZE={cfg['BATCH_SIZE']}",
                     f"--NUM_WORKERS={cfg['NUM_WORKERS']}", *ROW_SETTINGS[name]]
+            if cfg["KNN_MONITOR"]:
+                args += [f"--LABELS={labels_csv}", f"--MERGE_CLASSES={settings['merge']}", f"--KNN_K={cfg['KNN_K']}"]
             earlier = Path(cfg["REUSE"]) / "runs" / run_name / "best.ckpt"
             start = time.perf_counter()
             if cfg["REUSE"] and earlier.is_file():
@@ -212,6 +222,8 @@ def main(argv):
                                stdout=subprocess.DEVNULL)
                 checkpoint = out / "runs" / run_name / "best.ckpt"
             minutes = (time.perf_counter() - start) / 60
+            if cfg["KNN_MONITOR"]:
+                print(f"{run_name}: validation kNN accuracy after each epoch: {knn_by_epoch(checkpoint.parent)}", flush=True)
             model = load_model(checkpoint)
             architecture = dict(model.hparams)
             features = feature_sets(model, images, names, cfg["NUM_WORKERS"])
