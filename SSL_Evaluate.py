@@ -137,7 +137,7 @@ def main(argv):
     require(cfg["TOP_K"] >= 1, f"--TOP_K={cfg['TOP_K']}: must be at least 1")
     require(cfg["EXACT_LIMIT"] >= 0, "--EXACT_LIMIT must be >= 0")
     try:
-        index_settings = IndexSettings(cfg["INDEX_KIND"], cfg["NLIST"], cfg["NPROBE"], cfg["RECALL_TARGET"])
+        index_settings = IndexSettings.from_config(cfg)
     except ValueError as err:
         raise UserError(str(err)) from None
     require(cfg["MAP_METHOD"] in METHODS, f"--MAP_METHOD={cfg['MAP_METHOD']}: choose {' or '.join(METHODS)}")

@@ -16,8 +16,9 @@ explorer starts again; Export writes the top images as ranking.csv and contact_s
 SSL_Evaluate.py --QUERY=a.png,b.png --NOT=c.png,d.png. Ctrl-C stops the explorer.
 """
 
-from spacessl.config import format_config, require, resolve_config, run_main, usage, wants_help
+from spacessl.config import UserError, format_config, require, resolve_config, run_main, usage, wants_help
 from spacessl.explore import Explorer, check_address, make_app, server
+from spacessl.index import IndexSettings
 from spacessl.runs import open_run
 
 # ---- hyperparameters --------------------------------------------------------------------------
@@ -34,6 +35,10 @@ SHOWN = 24                      # neighbours and ranked images shown (and export
 THUMB_PX = 128                  # side of the thumbnails, px (made once, cached in <run>/explore/thumbs/)
 MAX_UPLOAD_MB = 50              # largest image file accepted as an upload, MB
 EXACT_LIMIT = 200000            # up to this many images: exact search; above: the run's FAISS index (SSL_Evaluate.py)
+INDEX_KIND = "auto"             # as SSL_Evaluate.py: auto | hnsw | ivf-flat | ivf-sq8; the same settings there and
+RECALL_TARGET = 0.95            # here reuse one index (saved beside the embeddings), other settings build another
+NPROBE = 0                      # IVF cells searched per query: 0 = tuned to RECALL_TARGET | a fixed number
+NLIST = 0                       # IVF cells; 0 = 4 x sqrt(number of images)
 SHEET_COLUMNS = 6               # exported contact sheet: panels per row
 SHEET_INCHES = 2.2              # exported contact sheet: width of one panel
 BATCH_SIZE = 256                # images per embedding batch (uploads are embedded one at a time)
@@ -51,6 +56,10 @@ def main(argv):
             "--SHOWN, --THUMB_PX, --MAX_UPLOAD_MB and --SHEET_COLUMNS must be at least 1")
     require(1 <= cfg["PORT"] <= 65535, f"--PORT={cfg['PORT']}: give a port in 1..65535")
     check_address(cfg["HOST"], cfg["PORT"], cfg["ALLOW_REMOTE"])
+    try:
+        IndexSettings.from_config(cfg)
+    except ValueError as err:
+        raise UserError(str(err)) from None
     print(format_config(cfg))
     # Embedding an archive is a job for SSL_Evaluate.py / SSL_Embed.py, not for a web page's start.
     explorer = Explorer(open_run(cfg, embed=False), cfg)

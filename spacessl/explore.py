@@ -32,6 +32,7 @@ from starlette.routing import Route
 from .config import UserError, atomic_path
 from .hunt import hunt_direction
 from .images import UNREADABLE_ERRORS, load_image
+from .index import IndexSettings
 from .maps import latest_map, unit_square
 from .queries import grid_figure, neighbours, resolve_query
 from .runs import new_output_dir
@@ -47,6 +48,7 @@ class Explorer:
 
     def __init__(self, run, settings: dict):
         self.run, self.settings = run, settings
+        self.index_settings = IndexSettings.from_config(settings)
         self.folder = run.home / "explore"
         self.index_of = {name: i for i, name in enumerate(run.names)}
         self.lock = threading.Lock()        # marks, ranking and their files
@@ -93,7 +95,7 @@ class Explorer:
 
     def table(self, direction: np.ndarray, k: int, exclude) -> list:
         found = neighbours(self.run, direction, min(k, len(self.index_of) - len(set(exclude))), exclude,
-                           self.settings["EXACT_LIMIT"])
+                           self.settings["EXACT_LIMIT"], self.index_settings)
         return [{"index": self.index_of[name], "filename": name, "distance": float(distance)}
                 for _, name, distance in found.itertuples(index=False)]
 

@@ -129,6 +129,24 @@ def test_explorer_refuses_runs_without_embeddings_and_unsafe_addresses(trained_r
         taken.listen()
         assert run_cli(SSL_Explore, [f"--RUN={run}", f"--PORT={taken.getsockname()[1]}"]) == 2
     assert "pass another --PORT" in capsys.readouterr().err
+    assert run_cli(SSL_Explore, [f"--RUN={run}", "--INDEX_KIND=annoy"]) == 2
+    assert "--INDEX_KIND=annoy: choose auto, hnsw" in capsys.readouterr().err
+
+
+def test_explorer_searches_with_the_index_kind_asked_for(embedded_run):
+    from spacessl.explore import Explorer
+    from spacessl.runs import open_run
+
+    def search(*extra):
+        cfg = explore_settings(embedded_run, *extra)
+        explorer = Explorer(open_run(cfg), cfg)
+        return [row["filename"] for row in explorer.search_name(explorer.run.names[0], 5)]
+
+    exact = search()
+    # 24 images above an EXACT_LIMIT of 10: an IVF index of 4 cells, all probed, equals exact search.
+    assert search("--EXACT_LIMIT=10", "--INDEX_KIND=ivf-flat", "--NLIST=4", "--NPROBE=4") == exact
+    built = json.loads(next(embedded_run.glob("embeddings/*/index.json")).read_text())
+    assert built["info"]["type"] == "ivf-flat" and built["info"]["nprobe"] == 4
 
 
 def test_bad_requests_get_one_line_answers_and_no_mark_is_lost(embedded_run):
