@@ -91,9 +91,11 @@ def preset_kwargs(spec: str) -> dict:
     for change in filter(None, (part.strip() for part in changes.split(","))):
         key, _, text = change.partition("=")
         current = kwargs.get(key, defaults.get(key))
-        if text.strip().lower() == "none" and key in defaults and defaults[key] is None:  # rr_degrees
-            kwargs[key] = None
-            continue
+        if key in defaults and defaults[key] is None:  # rr_degrees: a number or none
+            current = 0.0
+            if text.strip().lower() == "none":
+                kwargs[key] = None
+                continue
         if key not in defaults or not isinstance(current, (int, float)) or isinstance(current, bool):
             numeric = [k for k, v in defaults.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
             raise ValueError(f"augmentation change {change!r}: give name=number with a name out of "

@@ -75,29 +75,29 @@ FEW_SHOT = 5                     # labels per class for the few-shot kNN score
 
 # SSL_Train.py settings of each row; every row also gets the set's INPUT_SIZE, the seed, EPOCHS
 # and BATCH_SIZE. Each row names all it changes, so it means the same whatever the defaults are:
-# "before" is the recipe before this ablation (today's astro default), "tuned" the one it chose for
-# radio sources (the radio preset with temperature 0.2).
-BEFORE_AUGMENTATION = "astro:min_scale=0.6,gaussian_blur=0.5"
+# "before" is the galaxy recipe before this ablation (the astro preset until 2026-11-28), "tuned"
+# the one it chose for radio sources (the radio preset with temperature 0.2).
+BEFORE_AUGMENTATION = "astro:min_scale=0.6,gaussian_blur=0.5,rr_degrees=180,rr_prob=1"
 ROW_SETTINGS = {
     "before": ["--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION}"],
-    "noblur": ["--TEMPERATURE=0.5", "--AUGMENTATION=astro:min_scale=0.6,gaussian_blur=0"],
-    "crop02": ["--TEMPERATURE=0.5", "--AUGMENTATION=astro:min_scale=0.2,gaussian_blur=0.5"],
+    "noblur": ["--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION},gaussian_blur=0"],
+    "crop02": ["--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION},min_scale=0.2"],
     "jitter08": ["--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION},cj_bright=0.8,cj_contrast=0.8"],
     "temp02": ["--TEMPERATURE=0.2", f"--AUGMENTATION={BEFORE_AUGMENTATION}"],
     "temp01": ["--TEMPERATURE=0.1", f"--AUGMENTATION={BEFORE_AUGMENTATION}"],
     # The three single changes that each raised precision@10 on MiraBest, together.
     "tuned": ["--TEMPERATURE=0.2", "--AUGMENTATION=radio"],
     # The same without the smaller crops, the one change that also cost MiraBest linear and few-shot accuracy.
-    "softer": ["--TEMPERATURE=0.2", "--AUGMENTATION=astro:min_scale=0.6,gaussian_blur=0"],
+    "softer": ["--TEMPERATURE=0.2", f"--AUGMENTATION={BEFORE_AUGMENTATION},gaussian_blur=0"],
     # Quarter turns and mirrorings instead of any angle: lightly rotates after cropping, so an
     # arbitrary angle brings black corners into a view of a galaxy on a noisy sky, which no search
     # image has (radio cutouts are black around the source anyway).
     "d4": ["--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION},rr_degrees=none,rr_prob=0.5"],
-    "d4soft": ["--TEMPERATURE=0.2", "--AUGMENTATION=astro:min_scale=0.6,gaussian_blur=0,rr_degrees=none,rr_prob=0.5"],
+    "d4soft": ["--TEMPERATURE=0.2", f"--AUGMENTATION={BEFORE_AUGMENTATION},gaussian_blur=0,rr_degrees=none,rr_prob=0.5"],
     # No crop at all (min_scale 1: RandomResizedCrop then keeps the whole square image): every
     # crop is also stretched by up to 4/3 in one direction, which changes the axis ratio that tells
     # an edge-on disc or an elongated elliptical from a round one; galaxies are centred anyway.
-    "nocrop": ["--TEMPERATURE=0.2", "--AUGMENTATION=astro:min_scale=1.0,gaussian_blur=0,rr_degrees=none,rr_prob=0.5"],
+    "nocrop": ["--TEMPERATURE=0.2", f"--AUGMENTATION={BEFORE_AUGMENTATION},min_scale=1.0,gaussian_blur=0,rr_degrees=none,rr_prob=0.5"],
 }
 SETS = {  # input size the network sees, the setting giving the images' side (cached as it is on a GPU), merged classes
     "mirabest": {"input": 64, "side": "MIRABEST_STORED", "merge": ""},

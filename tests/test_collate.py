@@ -35,6 +35,7 @@ def test_preset_changes_for_a_trial():
     assert preset_kwargs("allsky") == PRESETS["allsky"]
     quarter_turns = preset_settings("astro:rr_degrees=none,rr_prob=0.5")
     assert quarter_turns["rr_degrees"] is None and quarter_turns["rr_prob"] == 0.5
+    assert preset_settings("natural:rr_degrees=45")["rr_degrees"] == 45.0  # lightly's default is None
     for bad in ("sky", "astro:sigmas=1", "astro:min_scale"):
         with pytest.raises(ValueError):
             preset_kwargs(bad)
