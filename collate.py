@@ -83,10 +83,8 @@ def preset_kwargs(spec: str) -> dict:
     for quick trials; edit PRESETS for a lasting change). "rr_degrees=none" is lightly's rotation
     by exactly 90 degrees (with rr_prob; with both flips at 0.5 and rr_prob 0.5, each of the 8
     lossless turns and mirrorings is equally likely). Raises ValueError naming the problem."""
-    name, _, changes = spec.partition(":")
-    if name not in PRESETS:
-        raise ValueError(f"unknown augmentation preset {name!r}: choose one of {', '.join(PRESETS)}")
-    kwargs = dict(PRESETS[name])
+    kwargs = dict(PRESETS[preset_name(spec)])
+    changes = spec.partition(":")[2]
     defaults = _simclr_defaults()
     for change in filter(None, (part.strip() for part in changes.split(","))):
         key, _, text = change.partition("=")
@@ -107,12 +105,17 @@ def preset_kwargs(spec: str) -> dict:
     return kwargs
 
 
+def preset_name(spec: str) -> str:
+    """The preset a spec names (before any ":" changes); ValueError if there is none of that name."""
+    name = spec.partition(":")[0]
+    if name not in PRESETS:
+        raise ValueError(f"unknown augmentation preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return name
+
+
 def preset_temperature(spec: str) -> float:
     """The NT-Xent temperature of a preset spec's preset (changes after ":" do not alter it)."""
-    name = spec.partition(":")[0]
-    if name not in TEMPERATURES:
-        raise ValueError(f"unknown augmentation preset {name!r}: choose one of {', '.join(PRESETS)}")
-    return TEMPERATURES[name]
+    return TEMPERATURES[preset_name(spec)]
 
 
 def _simclr_defaults() -> dict:
