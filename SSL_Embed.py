@@ -131,7 +131,7 @@ def main(argv):
         width = model.backbone(torch.zeros(1, hp.in_channels, hp.input_size, hp.input_size)).shape[1]
     shard_dir = cache_dir / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(eval_dataset(model, data_dir, files),
+    loader = DataLoader(eval_dataset(model, data_dir, files, stored=True),
                         batch_size=cfg["BATCH_SIZE"], num_workers=loader_workers(cfg["NUM_WORKERS"]),
                         collate_fn=collate_readable, pin_memory=gpu)
     trainer = pl.Trainer(accelerator="gpu" if gpu else "cpu", devices=cfg["DEVICES"], num_nodes=cfg["NUM_NODES"],

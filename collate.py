@@ -21,13 +21,14 @@ images, which lightly's PIL-based steps would cut to 8 bits and 3 channels.
 import inspect
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 from kornia.enhance import adjust_hue
 from lightly.transforms import SimCLRTransform
 
-from spacessl.images import as_tensor
+from spacessl.images import picture_bands
 
 # ImageNet statistics (lightly's default) for 3-channel input; for 1-channel input the mean of
 # the three, the usual choice when a grey image goes through an ImageNet-style network.
@@ -152,12 +153,35 @@ def train_transform(preset: str, input_size: int, channels: int) -> TrainTransfo
     return TrainTransform(preset, input_size, channels)
 
 
-def eval_transform(input_size: int, channels: int) -> T.Compose:
+class EvalTransform:
     """The whole image resized to the training size (no crop: the edge of an all-sky image
-    holds the horizon-side aurora), as one tensor. Takes a PIL picture or a float tensor."""
+    holds the horizon-side aurora), as one normalised float tensor. Takes a PIL picture or a
+    float tensor. With stored=True it stops before normalising and keeps an 8-bit picture as
+    uint8: a quarter of the bytes through the loader workers, pinned memory and the copy to the
+    device, where `normalize_stored` finishes the batch with the same arithmetic."""
+
+    def __init__(self, input_size: int, channels: int, stored: bool = False):
+        self.resize, self.channels, self.stored = T.Resize((input_size, input_size)), channels, stored
+
+    def __call__(self, image):
+        image = self.resize(image)
+        if not isinstance(image, torch.Tensor):
+            image = torch.from_numpy(np.ascontiguousarray(picture_bands(image)))
+        return image if self.stored else normalize_stored(image[None], self.channels)[0]
+
+
+def eval_transform(input_size: int, channels: int, stored: bool = False) -> EvalTransform:
+    return EvalTransform(input_size, channels, stored)
+
+
+def normalize_stored(batch: torch.Tensor, channels: int) -> torch.Tensor:
+    """A batch from EvalTransform(stored=True) (uint8 0-255, or float in [0, 1]; any device) as
+    the network's float32 input: scaled to [0, 1], then each channel's mean and std."""
     norm = normalization(channels)
-    return T.Compose([T.Resize((input_size, input_size)), as_tensor,
-                      T.Normalize(norm["mean"], norm["std"])])
+    mean = torch.tensor(norm["mean"], device=batch.device).view(1, -1, 1, 1)
+    std = torch.tensor(norm["std"], device=batch.device).view(1, -1, 1, 1)
+    unit = batch.to(torch.float32).div(255) if batch.dtype == torch.uint8 else batch.to(torch.float32)
+    return unit.sub(mean).div(std)
 
 
 def preset_settings(preset: str) -> dict:

@@ -10,7 +10,8 @@ STEPS=" ${*:-batch_augment_gpu scale256 scale128 scale128_4cores mirabest galaxy
 PIPELINES=${PIPELINES:-decode,cache,device}    # bench/scale.py pipelines (scale128* measure decode and device)
 COMPILE=${COMPILE:-auto}                       # bench/scale.py: also time torch.compile at 256 px
 SPACESSL_BATCH=${SPACESSL_BATCH:-64}           # bench/scale.py: 0 = skip the SpaceSSL-style loop
-GZ_EPOCHS=${GZ_EPOCHS:-80}
+GZ_EPOCHS=${GZ_EPOCHS:-40}
+GZ_ROWS=${GZ_ROWS:-nocrop}                     # bench/ablation.py rows of the Galaxy Zoo step
 OUT=${OUT:-checkpoints/device_check}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -40,19 +41,28 @@ for preset in PRESETS:
         print(f"{preset:8s} {channels} {np.dtype(dtype).name:6s} max |gpu - cpu| = {float((gpu - cpu).abs().max()):.2e}")
 x = torch.rand(256, 3, 288, 288, device="cuda")
 augment = BatchAugment("astro", 256, 3)
+# As in training: parameters drawn on the CPU and already on the GPU when apply runs.
+params = {key: [v.cuda() for v in value] if isinstance(value, list) else value.cuda()
+          for key, value in augment.draw(256, 288, 288).items()}
 for _ in range(3):
-    augment(x)
+    augment.apply(x, params)
 torch.cuda.synchronize()
 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 start.record()
 for _ in range(10):
-    augment(x)
+    augment.apply(x, params)
 end.record()
 torch.cuda.synchronize()
-print(f"BatchAugment astro 256 x 288 px -> 256 px on the GPU: {start.elapsed_time(end) / 10:.1f} ms per batch")
+print(f"BatchAugment.apply astro 256 x 288 px -> 256 px on the GPU: {start.elapsed_time(end) / 10:.1f} ms per view")
+# Where that time goes, for the next step on the data path: the operations by GPU time.
+with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
+    for _ in range(3):
+        augment.apply(x, params)
+    torch.cuda.synchronize()
+print(prof.key_averages().table(sort_by="device_time_total", row_limit=15, max_name_column_width=60))
 PY
 step scale256 160 python3 bench/scale.py --DATA_DIR=$GZ --INPUT_SIZE=256 --BATCH_SIZE=256 --STEPS=20 \
-  --CACHE_SIZE=288 --SEARCH_SIZES= --EMBED_IMAGES=6664 --PIPELINES=$PIPELINES --COMPILE=$COMPILE --SPACESSL_BATCH=$SPACESSL_BATCH
+  --CACHE_SIZE=288 --SEARCH_SIZES= --EMBED_IMAGES=20000 --PIPELINES=$PIPELINES --COMPILE=$COMPILE --SPACESSL_BATCH=$SPACESSL_BATCH
 step scale128 50 python3 bench/scale.py --DATA_DIR=$GZ --INPUT_SIZE=128 --BATCH_SIZE=256 --STEPS=20 \
   --CACHE_SIZE=144 --SEARCH_SIZES= --EMBED_IMAGES=0 --COMPILE=no --PIPELINES=${PIPELINES/cache,/} --SPACESSL_BATCH=$SPACESSL_BATCH
 step scale128_4cores 50 taskset -c 0-3 python3 bench/scale.py --DATA_DIR=$GZ --INPUT_SIZE=128 --BATCH_SIZE=256 \
@@ -60,8 +70,10 @@ step scale128_4cores 50 taskset -c 0-3 python3 bench/scale.py --DATA_DIR=$GZ --I
 step mirabest 140 python3 bench/ablation.py --SET=mirabest --ROWS=tuned --SEEDS=1 --EPOCHS=150 --NUM_WORKERS=8 \
   --SHARED=devdata/shared --FEATURES=pool --POSTPROCESS=none,whiten --RANDOM_BASELINE=False --OUT_DIR=checkpoints
 cp checkpoints/bench_ablation_mirabest*/results.csv "$OUT/mirabest_results.csv" 2>/dev/null
-step galaxyzoo ${GZ_LIMIT:-200} python3 bench/ablation.py --SET=galaxyzoo --ROWS=before --SEEDS=1 --EPOCHS=$GZ_EPOCHS --NUM_WORKERS=8 \
-  --SHARED=devdata/shared --GALAXY_CROP=128 --FEATURES=pool --POSTPROCESS=none,whiten --RANDOM_BASELINE=False \
-  --OUT_DIR=checkpoints
+# The whole 128 px copy is the central 256 px of the original, the field the CPU rows see; random
+# weights are scored on the same copies; the kNN monitor prints the classes' trajectory per epoch.
+step galaxyzoo ${GZ_LIMIT:-240} python3 bench/ablation.py --SET=galaxyzoo --ROWS=$GZ_ROWS --SEEDS=1 --EPOCHS=$GZ_EPOCHS \
+  --NUM_WORKERS=8 --SHARED=devdata/shared --GALAXY_CROP=128 --FEATURES=pool --POSTPROCESS=none,whiten \
+  --RANDOM_BASELINE=True --KNN_MONITOR=True --OUT_DIR=checkpoints
 cp checkpoints/bench_ablation_galaxyzoo*/results.csv "$OUT/galaxyzoo_results.csv" 2>/dev/null
 exit 0

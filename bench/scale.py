@@ -6,7 +6,9 @@ Usage (from the repository root):
 
 Prints, side by side:
 - training images/s of the same SimCLR step fed (a) synthetic tensors already on the device
-  (the ceiling; also with torch.compile where COMPILE says), (b) SSL_Train.py's data pipelines
+  (the ceiling; also with torch.compile where COMPILE says; and, where PIPELINES has device,
+  stored pixels on the device augmented by BatchAugment: that pipeline's ceiling without a
+  loader, which says whether the loader or the augmentation holds it back), (b) SSL_Train.py's data pipelines
   on real images (PIPELINE=decode, cache, device: spacessl/datamodule.py), each with its share
   of the ceiling and, on a GPU, the share of time the GPU was busy (NVML, sampled),
   (c) a plain loop in the style of the original SpaceSSL script: fp32, batch 64, no workers;
@@ -39,6 +41,8 @@ from pytorch_lightning.utilities import move_data_to_device
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from collate import BatchAugment  # noqa: E402
+from spacessl.cache import unit_tensor  # noqa: E402
 from spacessl.config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
 from spacessl.embeddings import embed_images  # noqa: E402
 from spacessl.hardware import autocast, pick_device  # noqa: E402
@@ -55,7 +59,8 @@ CACHE_SIZE = 96                   # px side of the decode-once cache
 BATCH_SIZE = 64                   # images per step (pipeline and synthetic)
 SPACESSL_BATCH = 64               # the original script's batch size; 0 = that loop not measured
 STEPS = 8                         # timed steps per measurement (after WARMUP_STEPS); 0 = no training figures
-EMBED_IMAGES = 1000               # images embedded for the embedding figure; 0 = no embedding figure
+EMBED_IMAGES = 1000               # images embedded for the embedding figure (the files repeated where it is more);
+                                  # 0 = no embedding figure
 WARMUP_STEPS = 2                  # untimed steps first (allocations, cuDNN autotuning)
 NUM_WORKERS = -1                  # loader processes for the pipeline: -1 = one per core (capped)
 DEVICE = "auto"                   # auto | cpu | cuda
@@ -133,6 +138,23 @@ def pipeline_batches(data: ArchiveData, device):
             yield views
 
 
+def augmented_synthetic(cfg, channels, device):
+    """Endless (view0, view1) batches as PIPELINE=device makes them from stored pixels already on
+    the device: the ceiling with the augmentation's own cost and no loader. Parameters are drawn
+    on the CPU each step and travel pinned, as the loader workers send them."""
+    augment = BatchAugment("astro", cfg["INPUT_SIZE"], channels)
+    side, gpu = cfg["CACHE_SIZE"], device.type == "cuda"
+    stored = torch.randint(0, 256, (cfg["BATCH_SIZE"], channels, side, side), dtype=torch.uint8, device=device)
+    while True:
+        params = [augment.draw(cfg["BATCH_SIZE"], side, side) for _ in range(2)]
+        if gpu:
+            params = [{key: [v.pin_memory() for v in value] if isinstance(value, list) else value.pin_memory()
+                       for key, value in view.items()} for view in params]
+        images = unit_tensor(stored)
+        views = (augment.apply(images, move_data_to_device(view, device)) for view in params)
+        yield tuple(v.contiguous(memory_format=torch.channels_last) if gpu else v for v in views)
+
+
 def data_module(cfg, files, channels, device, batch_size, workers, pipeline="decode", cache_dir=None):
     gpu = device.type == "cuda"
     return ArchiveData(cfg["DATA_DIR"], files, [], channels, "astro", cfg["INPUT_SIZE"], batch_size, workers,
@@ -194,9 +216,13 @@ def training_figures(cfg, device) -> dict:
         timed(cycle(synthetic), compiled_step, device, 1, 1, cfg["BATCH_SIZE"])  # compiles
         figures["train synthetic, torch.compile (img/s)"] = timed(cycle(synthetic), compiled_step, device,
                                                                   cfg["WARMUP_STEPS"], cfg["STEPS"], cfg["BATCH_SIZE"])
+    pipelines = [p.strip() for p in cfg["PIPELINES"].split(",") if p.strip()]
+    if "device" in pipelines:
+        figures["train synthetic + BatchAugment (img/s)"] = timed(
+            augmented_synthetic(cfg, channels, device), step, device, cfg["WARMUP_STEPS"], cfg["STEPS"], cfg["BATCH_SIZE"])
     workers = loader_workers(cfg["NUM_WORKERS"])
     with tempfile.TemporaryDirectory(dir=ROOT / "checkpoints", prefix=".bench_cache-") as cache_dir:
-        for pipeline in [p.strip() for p in cfg["PIPELINES"].split(",") if p.strip()]:
+        for pipeline in pipelines:
             start = time.perf_counter()
             data = data_module(cfg, files, channels, device, cfg["BATCH_SIZE"], workers, pipeline, Path(cache_dir))
             if pipeline != "decode" and "cache build (s, once)" not in figures:
@@ -213,10 +239,12 @@ def training_figures(cfg, device) -> dict:
     if not cfg["EMBED_IMAGES"]:
         return figures
     model.eval()
+    embed_images(model, cfg["DATA_DIR"], files[:cfg["BATCH_SIZE"]], cfg["BATCH_SIZE"], 0, device)  # warm-up
+    # Repeating the list stands in for an archive larger than the sample, so the loader's start
+    # is shared by as many images as asked for.
+    sample = (files * -(-cfg["EMBED_IMAGES"] // len(files)))[:cfg["EMBED_IMAGES"]]
     start = time.perf_counter()
-    sample = files[:cfg["EMBED_IMAGES"]]
-    vectors, kept = embed_images(model, cfg["DATA_DIR"], sample, cfg["BATCH_SIZE"], loader_workers(cfg["NUM_WORKERS"]),
-                                 device)
+    _, kept = embed_images(model, cfg["DATA_DIR"], sample, cfg["BATCH_SIZE"], loader_workers(cfg["NUM_WORKERS"]), device)
     figures["embed (img/s)"] = len(kept) / (time.perf_counter() - start)
     return figures
 

@@ -39,16 +39,18 @@ def checkpoint_digest(path) -> str:
     return digest.hexdigest()
 
 
-def model_view(model):
+def model_view(model, stored: bool = False):
     """How a model sees an image at evaluation: the one transform (collate.eval_transform at its
-    input size and channels) that the data set, query files, notebook arrays and Grad-CAM all use."""
-    return eval_transform(model.hparams.input_size, model.hparams.in_channels)
+    input size and channels) that the data set, query files, notebook arrays and Grad-CAM all use.
+    stored=True leaves the normalisation to collate.normalize_stored on the device."""
+    return eval_transform(model.hparams.input_size, model.hparams.in_channels, stored)
 
 
-def eval_dataset(model, root, files) -> ImageFolder:
-    """The images as the model sees them at evaluation: its channels, stretch and input size."""
+def eval_dataset(model, root, files, stored: bool = False) -> ImageFolder:
+    """The images as the model sees them at evaluation: its channels, stretch and input size.
+    stored=True: as collate.EvalTransform(stored=True) gives them, for embedding whole folders."""
     hp = model.hparams
-    return ImageFolder(root, files, hp.in_channels, model_view(model), hp.stretch)
+    return ImageFolder(root, files, hp.in_channels, model_view(model, stored), hp.stretch)
 
 
 def embed_image(model, image, device) -> np.ndarray:
@@ -74,8 +76,8 @@ def embed_images(model, root, files, batch_size: int, num_workers: int, device: 
     With out_path, rows are streamed into a .npy file there (written atomically) and the array
     returned is that file memory-mapped read-only, so an archive larger than RAM can be embedded.
     """
-    loader = DataLoader(eval_dataset(model, root, files), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=collate_readable, pin_memory=device.type == "cuda")
+    loader = DataLoader(eval_dataset(model, root, files, stored=True), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=collate_readable, pin_memory=device.type == "cuda")
     model = model.to(device).eval()
     chunks, kept = [], []
     with contextlib.ExitStack() as stack:
@@ -87,7 +89,7 @@ def embed_images(model, root, files, batch_size: int, num_workers: int, device: 
             if batch is None:
                 continue
             images, indices = batch
-            vectors = model.embed(images.to(device, non_blocking=True)).cpu().numpy()
+            vectors = model.embed_stored(images.to(device, non_blocking=True)).cpu().numpy()
             if tmp is None:
                 chunks.append(vectors)
             else:

@@ -381,6 +381,14 @@ class ImageFolder(Dataset):
 
 
 def collate_readable(batch):
-    """default_collate over the readable items; None when the whole batch was unreadable."""
+    """default_collate over the readable items; None when the whole batch was unreadable.
+    Where stored images of a folder that mixes 8-bit pictures with deeper data meet in one batch
+    (uint8 beside float in [0, 1], collate.EvalTransform(stored=True)), the uint8 ones are
+    scaled to [0, 1] first: stacking would otherwise promote 255 to 255.0."""
     batch = [item for item in batch if item is not None]
-    return default_collate(batch) if batch else None
+    if not batch:
+        return None
+    if len({item[0].dtype for item in batch if isinstance(item[0], torch.Tensor)}) > 1:
+        batch = [(image.to(torch.float32).div(255) if image.dtype == torch.uint8 else image, *rest)
+                 for image, *rest in batch]
+    return default_collate(batch)

@@ -23,6 +23,8 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchvision.models.vision_transformer import VisionTransformer
 
+from collate import normalize_stored
+
 from .config import UserError, atomic_path
 from .methods import ADAMW_BETA2, OBJECTIVES, RECIPES, peak_lr
 
@@ -86,6 +88,11 @@ class SSLModel(pl.LightningModule):
         """L2-normalised backbone features: inner products are cosine similarities."""
         return nn.functional.normalize(self.backbone(x).float(), dim=1)
 
+    def embed_stored(self, x):
+        """embed() of a batch from collate.EvalTransform(stored=True), normalised here, on the
+        batch's device."""
+        return self.embed(normalize_stored(x, self.hparams.in_channels))
+
     def _shared_step(self, batch, stage: str):
         if batch is None:  # every image of this batch was unreadable (and skipped with a warning)
             return None
@@ -111,11 +118,12 @@ class SSLModel(pl.LightningModule):
         return self._shared_step(batch, "val")
 
     def predict_step(self, batch, batch_idx):
-        """(embeddings, dataset indices) of a batch of (images, indices); None if all unreadable."""
+        """(embeddings, dataset indices) of a batch of (stored images, indices) from
+        embeddings.eval_dataset(stored=True); None if all unreadable."""
         if batch is None:
             return None
         images, indices = batch
-        return self.embed(images), indices
+        return self.embed_stored(images), indices
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -5,9 +5,9 @@ import torch
 from conftest import GALAXIES, THEMIS
 from PIL import Image
 
-from collate import (PRESETS, TEMPERATURES, BatchAugment, eval_transform, preset_kwargs, preset_settings,
-                     preset_temperature, train_transform)
-from spacessl.images import load_image
+from collate import (PRESETS, TEMPERATURES, BatchAugment, eval_transform, normalize_stored, preset_kwargs,
+                     preset_settings, preset_temperature, train_transform)
+from spacessl.images import load_image, read_image
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -52,6 +52,16 @@ def test_eval_transform_is_deterministic_and_resizes_the_whole_image():
     img = Image.new("L", (150, 100), 128)
     first, second = eval_transform(64, 1)(img), eval_transform(64, 1)(img)
     assert first.shape == (1, 64, 64) and torch.equal(first, second)
+
+
+@pytest.mark.parametrize("channels,source,dtype", [(3, GALAXIES, torch.uint8), (1, THEMIS, torch.float32)])
+def test_stored_eval_images_finished_on_the_device_equal_the_eval_transform(channels, source, dtype):
+    """Embedding sends 8-bit pictures to the device as uint8 and normalises there: the numbers
+    are exactly those of the per-image transform that queries use, for pictures and 16-bit data."""
+    image = read_image(sorted(source.iterdir())[0], channels)
+    stored = eval_transform(48, channels, stored=True)(image)
+    assert stored.dtype == dtype and stored.shape == (channels, 48, 48)
+    assert torch.equal(normalize_stored(stored[None], channels)[0], eval_transform(48, channels)(image))
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))

@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import GALAXIES, run_cli
+from conftest import GALAXIES, THEMIS, copy_images, run_cli
 from PIL import Image
 from torch.utils.data import DataLoader
 
 import SSL_Evaluate
 from collate import eval_transform, train_transform
+from spacessl.embeddings import embed_image, embed_images
 from spacessl.images import ImageFolder, collate_readable, find_images
 from spacessl.model import AtomicCheckpointIO, SSLModel, load_model
 
@@ -260,3 +261,18 @@ def test_file_names_with_commas_can_be_queried(run, tmp_path):
         assert evaluate(run, f"--DATA_DIR={data}", f"--QUERY={query}", "--TOP_K=3") == 0
     assert evaluate(run, f"--DATA_DIR={data}", f'--QUERY="a,b.jpg",{sorted(p.name for p in data.iterdir())[0]}') == 0
     assert len(query_dirs(run)) == 3
+
+
+def test_embedding_a_folder_that_mixes_8_bit_and_16_bit_images_matches_each_query(tmp_path):
+    """A folder of 8-bit pictures and 16-bit frames is embedded in batches whose uint8 and float
+    images meet in one batch: every row equals the embedding of that file queried alone."""
+    folder = tmp_path / "mixed"
+    copy_images(GALAXIES, folder, 5)
+    for frame in sorted(THEMIS.iterdir())[:3]:
+        shutil.copy(frame, folder / frame.name)
+    files = find_images(folder)
+    model = SSLModel(in_channels=3, input_size=32, proj_hidden_dim=32, proj_out_dim=16).eval()
+    vectors, kept = embed_images(model, folder, files, batch_size=8, num_workers=0, device=torch.device("cpu"))
+    assert kept == files
+    alone = np.stack([embed_image(model, folder / name, torch.device("cpu")) for name in files])
+    np.testing.assert_allclose(vectors, alone, atol=1e-6)
