@@ -5,9 +5,10 @@ name with AUGMENTATION in SSL_Train.py:
 
   allsky   auroral all-sky cameras (OATH / THEMIS): any rotation, both flips, crops >= 30 %,
            blur, brightness/contrast only
-  astro    sky-survey cutouts (galaxies): any rotation, both flips, mild crops that keep the
-           centred object, brightness/contrast only
-  radio    radio-source cutouts (FIRST, MiraBest): as astro with crops down to 20 % and no blur
+  astro    sky-survey cutouts (galaxies): the whole cutout in every view (no crop), quarter
+           turns and flips, brightness/contrast only, no blur
+  radio    radio-source cutouts (FIRST, MiraBest): any rotation, both flips, crops down to 20 %,
+           brightness/contrast only, no blur
            (measured: README "Retrieval quality")
   natural  lightly's SimCLR defaults for everyday photographs (Chen et al. 2020)
 
@@ -57,12 +58,18 @@ PRESETS = {
                    min_scale=0.3, rr_prob=1.0, rr_degrees=180.0, vf_prob=0.5, hf_prob=0.5),
     # A galaxy has no preferred orientation on the sky, but its colour is its stellar population
     # (and band ratios are measurements), so no colour shifts. The object is centred in the
-    # cutout; crops keep >= 60 % of it (as for SDSS cutouts in Hayat et al. 2021, ApJL 911, L33).
-    # On the demo's galaxies this beat the `radio` crops and no blur (README "Retrieval quality"):
-    # an edge-on disc is told by its whole outline, which small crops cut.
+    # cutout and each view shows all of it: RandomResizedCrop also stretches a view by up to 4/3,
+    # which changes the axis ratio that tells an edge-on disc from a round elliptical, and on Galaxy
+    # Zoo and the demo sample any crop lowered precision@10 (README "Retrieval quality"). Hence
+    # min_scale=1.0 (a whole, unstretched view: torchvision falls back to the full image when no
+    # crop of that area fits the drawn ratio). Turns are quarter turns with mirrorings (lightly's
+    # rr_degrees=None at rr_prob 0.5 with both flips: the 8 lossless symmetries of a square
+    # equally likely): any other angle rotates black corners into a view of a galaxy on a noisy
+    # sky, which no image in the archive has. No blur: lightly's (sigma up to 2 px, sized for
+    # 224 px ImageNet crops) wipes out the bulge and arms at 48-64 px.
     "astro": dict(cj_bright=0.2, cj_contrast=0.2, cj_sat=0.0, cj_hue=0.0, random_gray_scale=0.0,
-                  min_scale=0.6, rr_prob=1.0, rr_degrees=180.0, vf_prob=0.5, hf_prob=0.5),
-    # Radio sources (FIRST, MiraBest): as astro, but crops down to 20 % and no blur, each of which
+                  min_scale=1.0, gaussian_blur=0.0, rr_prob=0.5, rr_degrees=None, vf_prob=0.5, hf_prob=0.5),
+    # Radio sources (FIRST, MiraBest): any angle and crops down to 20 %, no blur, each of which
     # raised MiraBest's precision@10 (bench/ablation.py; with temperature 0.2, TEMPERATURES). With large
     # crops two views of a compact source on an empty sky share its whole extent and brightness
     # profile, an identity cue that needs no morphology; at 64 px lightly's blur (sigma up to
@@ -73,9 +80,9 @@ PRESETS = {
 }
 
 # NT-Xent temperature that goes with each preset (SSL_Train.py's TEMPERATURE=0 takes it from here).
-# 0.5 is SimCLR's CIFAR-10 setting (Chen et al. 2020, app. B.9). 0.2 for radio sources: it raised
-# MiraBest's precision@10 on its own and in the radio recipe (README "Retrieval quality").
-TEMPERATURES = {"allsky": 0.5, "astro": 0.5, "radio": 0.2, "natural": 0.5}
+# 0.5 is SimCLR's CIFAR-10 setting (Chen et al. 2020, app. B.9). 0.2 for radio sources and
+# galaxies: it raised precision@10 on MiraBest and on Galaxy Zoo (README "Retrieval quality").
+TEMPERATURES = {"allsky": 0.5, "astro": 0.2, "radio": 0.2, "natural": 0.5}
 
 
 def preset_kwargs(spec: str) -> dict:
@@ -166,7 +173,7 @@ class EvalTransform:
     def __call__(self, image):
         image = self.resize(image)
         if not isinstance(image, torch.Tensor):
-            image = torch.from_numpy(np.ascontiguousarray(picture_bands(image)))
+            image = torch.from_numpy(np.array(picture_bands(image)))  # a writable copy
         return image if self.stored else normalize_stored(image[None], self.channels)[0]
 
 

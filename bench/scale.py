@@ -378,22 +378,24 @@ def main(argv):
     device = pick_device(cfg["DEVICE"])
     print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    if cfg["STEPS"]:
-        for name, value in training_figures(cfg, device).items():
-            print(f"  {name:<50} {value:8.1f}")
     distributions = [d.strip() for d in cfg["DISTRIBUTIONS"].split(",") if d.strip()]
     for distribution in distributions:
         if distribution not in ("real", "fitted", "clustered"):
             raise UserError(f"--DISTRIBUTIONS: unknown {distribution!r} (real, fitted, clustered)")
-    from spacessl.index import BUILT_KINDS
+    sizes = {d: [0] if d == "real" else [int(s) for s in cfg["SEARCH_SIZES"].split(",") if s.strip()]
+             for d in distributions}
+    if any(sizes.values()):
+        from spacessl.index import BUILT_KINDS  # faiss, needed for the search figures only
 
-    for kind in [k.strip() for k in cfg["INDEX_KINDS"].split(",") if k.strip()]:
-        if kind not in BUILT_KINDS:
-            raise UserError(f"--INDEX_KINDS: unknown {kind!r} ({', '.join(BUILT_KINDS)})")
+        for kind in [k.strip() for k in cfg["INDEX_KINDS"].split(",") if k.strip()]:
+            if kind not in BUILT_KINDS:
+                raise UserError(f"--INDEX_KINDS: unknown {kind!r} ({', '.join(BUILT_KINDS)})")
+    if cfg["STEPS"]:
+        for name, value in training_figures(cfg, device).items():
+            print(f"  {name:<50} {value:8.1f}")
     with tempfile.TemporaryDirectory(dir=ROOT / "checkpoints", prefix=".bench_scale-") as workdir:
         for distribution in distributions:
-            sizes = [0] if distribution == "real" else [int(s) for s in cfg["SEARCH_SIZES"].split(",") if s.strip()]
-            for n in sizes:
+            for n in sizes[distribution]:
                 for row in search_figures(cfg, n, distribution, Path(workdir)):
                     print("  " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
                 (Path(workdir) / f"vectors_{distribution}_{n}.npy").unlink()  # 2 GB per million 512-d vectors
