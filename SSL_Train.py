@@ -54,7 +54,7 @@ LR = 0.0                        # base learning rate, scaled by batch size as ME
                                 # byol 0.2 LARS, mae 1.5e-4 AdamW, the last three x bs/256)
 WEIGHT_DECAY = -1.0             # on conv/linear weights; < 0 = the recipe's (1e-6, 5e-4, 1.5e-6, 0.05)
 TEMPERATURE = 0.0               # simclr: NT-Xent temperature, > 0; 0 = AUGMENTATION's preset's (collate.TEMPERATURES:
-                                # 0.2 for radio, 0.5 for the others; README "Retrieval quality")
+                                # 0.2 for radio and astro, 0.5 for the others; README "Retrieval quality")
 PROJ_HIDDEN_DIM = 512           # simclr/simsiam/byol: projection head hidden width
 PROJ_OUT_DIM = 128              # simclr/simsiam/byol: projection output width, where the loss is computed
 PRED_HIDDEN_DIM = 128           # simsiam/byol: prediction head hidden width (SimSiam's bottleneck: out/4)

@@ -97,6 +97,7 @@ ROW_SETTINGS = {
     # No crop at all (min_scale 1: RandomResizedCrop then keeps the whole square image): every
     # crop is also stretched by up to 4/3 in one direction, which changes the axis ratio that tells
     # an edge-on disc or an elongated elliptical from a round one; galaxies are centred anyway.
+    # Best on Galaxy Zoo and the demo: the astro preset since 2026-11-28.
     "nocrop": ["--TEMPERATURE=0.2", f"--AUGMENTATION={BEFORE_AUGMENTATION},min_scale=1.0,gaussian_blur=0,rr_degrees=none,rr_prob=0.5"],
 }
 SETS = {  # input size the network sees, the setting giving the images' side (cached as it is on a GPU), merged classes
