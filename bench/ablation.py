@@ -71,6 +71,7 @@ MIRABEST_STORED = 80             # mirabest copies: px side
 PRECISION_K = 10                 # neighbours scored for precision@k
 KNN_K = 20                       # kNN classifier's voters
 FEW_SHOT = 5                     # labels per class for the few-shot kNN score
+INPUT_SIZE = 0                   # px the network sees; 0 = the set's (SETS below), at most the stored side
 # -----------------------------------------------------------------------------------------------
 
 # SSL_Train.py settings of each row; every row also gets the set's INPUT_SIZE, the seed, EPOCHS
@@ -196,9 +197,13 @@ def main(argv):
         if r not in ROW_SETTINGS:
             raise UserError(f"--ROWS: unknown row {r!r} ({', '.join(ROW_SETTINGS)})")
     seeds = [int(s) for s in cfg["SEEDS"].split(",")]
+    settings = SETS[cfg["SET"]]
+    side = cfg.get(settings["side"], DEMO_SIDE)
+    input_size = cfg["INPUT_SIZE"] or settings["input"]
+    if not 0 < input_size <= side:
+        raise UserError(f"--INPUT_SIZE={cfg['INPUT_SIZE']}: give 1 to {side} (the stored side), or 0 for the set's")
     out = new_output_dir(Path(cfg["OUT_DIR"]), f"bench_ablation_{cfg['SET']}")
     images, labels_csv = prepare(cfg, out)
-    settings = SETS[cfg["SET"]]
     names, classes = labelled(images, labels_csv, settings["merge"])
     results = out / "results.csv"
     torch.set_num_threads(cfg["NUM_WORKERS"])
@@ -208,7 +213,7 @@ def main(argv):
         for seed in seeds:
             run_name = f"{name}_s{seed}"
             args = [f"--DATA_DIR={images}", f"--CHECKPOINT_DIR={out / 'runs'}", f"--RUN_NAME={run_name}",
-                    "--AUGMENTATION=astro", f"--INPUT_SIZE={settings['input']}", f"--CACHE_SIZE={cfg.get(settings['side'], DEMO_SIDE)}",
+                    "--AUGMENTATION=astro", f"--INPUT_SIZE={input_size}", f"--CACHE_SIZE={side}",
                     f"--SEED={seed}",
                     f"--MAX_EPOCHS={cfg['EPOCHS']}", f"--WARMUP_EPOCHS={min(cfg['WARMUP_EPOCHS'], cfg['EPOCHS'] - 1)}", f"--BATCH_SIZE={cfg['BATCH_SIZE']}",
                     f"--NUM_WORKERS={cfg['NUM_WORKERS']}", *ROW_SETTINGS[name]]
