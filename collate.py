@@ -19,6 +19,7 @@ augmentation in CPU workers cannot keep a GPU busy, and to single 16-bit, float 
 images, which lightly's PIL-based steps would cut to 8 bits and 3 channels.
 """
 
+import functools
 import inspect
 import math
 
@@ -184,11 +185,17 @@ def eval_transform(input_size: int, channels: int, stored: bool = False) -> Eval
 def normalize_stored(batch: torch.Tensor, channels: int) -> torch.Tensor:
     """A batch from EvalTransform(stored=True) (uint8 0-255, or float in [0, 1]; any device) as
     the network's float32 input: scaled to [0, 1], then each channel's mean and std."""
-    norm = normalization(channels)
-    mean = torch.tensor(norm["mean"], device=batch.device).view(1, -1, 1, 1)
-    std = torch.tensor(norm["std"], device=batch.device).view(1, -1, 1, 1)
+    mean, std = _normalization_tensors(channels, batch.device)
     unit = batch.to(torch.float32).div(255) if batch.dtype == torch.uint8 else batch.to(torch.float32)
     return unit.sub(mean).div(std)
+
+
+@functools.lru_cache(maxsize=None)
+def _normalization_tensors(channels: int, device: torch.device) -> tuple:
+    """normalization(channels) as (1, channels, 1, 1) tensors on the device, copied there once
+    (a copy from host memory each batch would make the CPU wait for the device)."""
+    norm = normalization(channels)
+    return tuple(torch.tensor(norm[key], device=device).view(1, -1, 1, 1) for key in ("mean", "std"))
 
 
 def preset_settings(preset: str) -> dict:
