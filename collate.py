@@ -30,7 +30,7 @@ import torchvision.transforms as T
 from kornia.enhance import adjust_hue
 from lightly.transforms import SimCLRTransform
 
-from spacessl.images import picture_bands
+from spacessl.images import picture_bands, unit_tensor
 
 # ImageNet statistics (lightly's default) for 3-channel input; for 1-channel input the mean of
 # the three, the usual choice when a grey image goes through an ImageNet-style network.
@@ -186,8 +186,7 @@ def normalize_stored(batch: torch.Tensor, channels: int) -> torch.Tensor:
     """A batch from EvalTransform(stored=True) (uint8 0-255, or float in [0, 1]; any device) as
     the network's float32 input: scaled to [0, 1], then each channel's mean and std."""
     mean, std = _normalization_tensors(channels, batch.device)
-    unit = batch.to(torch.float32).div(255) if batch.dtype == torch.uint8 else batch.to(torch.float32)
-    return unit.sub(mean).div(std)
+    return unit_tensor(batch).sub(mean).div(std)
 
 
 @functools.lru_cache(maxsize=None)

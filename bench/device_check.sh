@@ -30,7 +30,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 step batch_augment_gpu 40 python3 - <<'PY'
 import numpy as np, torch
 from collate import PRESETS, BatchAugment
-from spacessl.cache import unit_tensor
+from spacessl.images import unit_tensor
 for preset in PRESETS:
     for channels, dtype in ((1, np.uint16), (3, np.uint8)):
         augment = BatchAugment(preset, 64, channels)

@@ -42,12 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from collate import BatchAugment  # noqa: E402
-from spacessl.cache import unit_tensor  # noqa: E402
 from spacessl.config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
 from spacessl.embeddings import embed_images  # noqa: E402
 from spacessl.hardware import autocast, pick_device  # noqa: E402
 from spacessl.datamodule import ArchiveData  # noqa: E402
-from spacessl.images import detect_channels, find_images, loader_workers  # noqa: E402
+from spacessl.images import detect_channels, find_images, loader_workers, unit_tensor  # noqa: E402
 from spacessl.search import nearest_rows  # noqa: E402
 from spacessl.model import SSLModel  # noqa: E402
 

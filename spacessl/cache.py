@@ -21,13 +21,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .config import atomic_path, new_memmap, write_json
-from .images import (CHANNEL_SAMPLE, PICTURE_EXTENSIONS, UNREADABLE_ERRORS, data_digest, has_extension,
-                     picture_bands, read_image, resize_unit)
+from .images import (CHANNEL_SAMPLE, DEEP_MAX, PICTURE_EXTENSIONS, UNREADABLE_ERRORS, data_digest, has_extension,
+                     picture_bands, read_image, resize_unit, unit_tensor)
 
 log = logging.getLogger("spacessl")
 
 DECODE_BATCH = 64  # images decoded per loader batch while building
-DEEP_MAX = np.iinfo(np.uint16).max  # [0, 1] -> 0..65535 for 16-bit and float data
 PICTURE_TO_DEEP = DEEP_MAX // 255   # 8-bit values in a uint16 cache: 255 -> 65535
 
 
@@ -142,9 +141,3 @@ class CachedBatches(Dataset):
         pixels = torch.from_numpy(self.images[self.rows[positions]])
         views = [self.augment.draw(len(positions), *pixels.shape[-2:]) for _ in range(2)]
         return pixels, torch.from_numpy(positions), views
-
-
-def unit_tensor(pixels: torch.Tensor) -> torch.Tensor:
-    """Stored cache pixels (uint8 or uint16, any device) as float32 in [0, 1]."""
-    top = 255 if pixels.dtype == torch.uint8 else DEEP_MAX
-    return pixels.to(torch.float32).div_(top)

@@ -16,9 +16,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
-from .cache import CachedBatches, CachedImages, decoded_cache, unit_tensor
+from .cache import CachedBatches, CachedImages, decoded_cache
 from collate import BatchAugment, train_transform
-from .images import ImageFolder, collate_readable
+from .images import ImageFolder, collate_readable, unit_tensor
 
 PIPELINES = ("decode", "cache", "device")
 

@@ -44,6 +44,7 @@ GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 # Modes with more than 8 bits per pixel: read as numbers, not as a picture.
 HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 STRETCHES = ("auto", "none", "percentile", "asinh", "log")
+DEEP_MAX = np.iinfo(np.uint16).max  # stored 16-bit pixels: [0, 1] <-> 0..65535 (the decode-once cache's deep data)
 # Raw camera frames (e.g. THEMIS: ~3,300-count CCD pedestal, saturated stars at 65,535) would be
 # almost black on a fixed scale; clipping at the 0.5th and 99.5th percentiles is the usual
 # quick-look display and keeps a few hot pixels from setting the scale. All bands share one
@@ -312,6 +313,14 @@ def as_tensor(image) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(picture_bands(image), dtype=np.float32) / 255)
 
 
+def unit_tensor(pixels: torch.Tensor) -> torch.Tensor:
+    """Stored pixels (any device) as float32 in [0, 1]: uint8 over 255, uint16 over DEEP_MAX, and
+    floats (already in [0, 1]) as they are."""
+    if pixels.dtype in (torch.uint8, torch.uint16):
+        return pixels.to(torch.float32).div_(255 if pixels.dtype == torch.uint8 else DEEP_MAX)
+    return pixels.to(torch.float32)
+
+
 def resize_unit(image: torch.Tensor, side: int) -> torch.Tensor:
     """A float image (channels, H, W) resized to side x side (bilinear, antialiased)."""
     return torch.nn.functional.interpolate(image[None], size=(side, side), mode="bilinear",
@@ -389,6 +398,5 @@ def collate_readable(batch):
     if not batch:
         return None
     if len({item[0].dtype for item in batch if isinstance(item[0], torch.Tensor)}) > 1:
-        batch = [(image.to(torch.float32).div(255) if image.dtype == torch.uint8 else image, *rest)
-                 for image, *rest in batch]
+        batch = [(unit_tensor(image), *rest) for image, *rest in batch]
     return default_collate(batch)

@@ -12,7 +12,7 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 
 from collate import PRESETS, BatchAugment, preset_settings
-from spacessl.cache import unit_tensor
+from spacessl.images import unit_tensor
 
 DRAWS = 20000  # parameter draws per statistical check: a rate's std is <= 0.0036
 
