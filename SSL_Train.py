@@ -38,8 +38,8 @@ RUN_NAME = "oath_simclr"        # run folder name under CHECKPOINT_DIR; an exist
 CHECKPOINT_DIR = "checkpoints"  # where run folders live
 RESUME = False                  # True: continue the run RUN_NAME from its last.ckpt
 METHOD = "simclr"               # self-supervised objective (methods.py): simclr | simsiam | byol | mae
-AUGMENTATION = "allsky"         # augmentation preset in collate.py: allsky | astro | natural, optionally with
-                                # changes for a trial, e.g. "astro:min_scale=0.2,gaussian_blur=0"
+AUGMENTATION = "allsky"         # augmentation preset in collate.py: allsky | astro | radio | natural, optionally with
+                                # changes for a trial, e.g. "astro:min_scale=0.2,gaussian_blur=0,noise=0.05"
 BACKBONE = "resnet18"           # random init: resnet18 | resnet34 | resnet50 | vit_tiny | vit_small | vit_base (mae needs a vit)
 CHANNELS = 0                    # model input channels: 0 = from the data (1 if all grey, 3 if colour, N for N-band arrays)
 STRETCH = "auto"                # pixel values -> [0, 1], per image, all bands on one scale (images.py):

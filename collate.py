@@ -45,8 +45,17 @@ JITTER_STEPS = 4                # ColorJitter's steps: brightness, contrast, sat
 BLUR_SIGMAS = 3                 # Gaussian kernel radius in sigmas (the weight beyond is < 0.3 %)
 MAX_SUPERSAMPLE = 4             # antialiasing: at most 4 x 4 samples per output pixel
 
-# Keyword arguments of lightly's SimCLRTransform for each preset; anything not named keeps
-# lightly's default (gaussian_blur=0.5, sigmas=(0.1, 2), cj_prob=0.8).
+# Steps collate.py adds after lightly's SimCLR view, with their values when a preset does not
+# name them: noise = the largest standard deviation of the Gaussian noise added to every pixel of
+# a view, in units of the [0, 1] pixel range (each view draws its own from [0, noise]). Noise is
+# one of the augmentations of self-supervised galaxy similarity search (Hayat et al. 2021, ApJL
+# 911 L33; Stein et al. 2021, arXiv:2110.13151): two whole views of one cutout otherwise share its
+# exact sky-noise pattern. No preset uses it: on Galaxy Zoo "astro:noise=0.05" did not raise the
+# kNN monitor (README "Retrieval quality"); it stays for trials such as that one.
+EXTRA_DEFAULTS = {"noise": 0.0}
+
+# Keyword arguments of lightly's SimCLRTransform for each preset (plus EXTRA_DEFAULTS' steps);
+# anything not named keeps the default (lightly's: gaussian_blur=0.5, sigmas=(0.1, 2), cj_prob=0.8).
 PRESETS = {
     # An all-sky image has no "up": the camera's orientation relative to the aurora is arbitrary
     # (the OATH set itself was augmented by rotation, Clausen & Nickisch 2018), so any angle and
@@ -94,7 +103,7 @@ def preset_kwargs(spec: str) -> dict:
     lossless turns and mirrorings is equally likely). Raises ValueError naming the problem."""
     kwargs = dict(PRESETS[preset_name(spec)])
     changes = spec.partition(":")[2]
-    defaults = _simclr_defaults()
+    defaults = {**_simclr_defaults(), **EXTRA_DEFAULTS}
     for change in filter(None, (part.strip() for part in changes.split(","))):
         key, _, text = change.partition("=")
         current = kwargs.get(key, defaults.get(key))
@@ -146,15 +155,20 @@ class TrainTransform:
     to 8 bits and 3 channels."""
 
     def __init__(self, preset: str, input_size: int, channels: int):
-        self.pictures = SimCLRTransform(input_size=input_size, normalize=normalization(channels),
-                                        **preset_kwargs(preset))
+        kwargs = preset_kwargs(preset)
+        self.noise = kwargs.pop("noise", EXTRA_DEFAULTS["noise"])
+        self.pictures = SimCLRTransform(input_size=input_size, normalize=normalization(channels), **kwargs)
+        self.std = torch.tensor(normalization(channels)["std"])[:, None, None]
         self.arrays = BatchAugment(preset, input_size, channels)
 
     def __call__(self, image):
         if isinstance(image, torch.Tensor):
             batch = image[None]
             return [self.arrays(batch)[0], self.arrays(batch)[0]]
-        return self.pictures(image)
+        views = self.pictures(image)
+        if self.noise > 0:  # after normalisation, so in units of the pixel range over each channel's std
+            views = [v + self.noise * torch.rand(()) * torch.randn_like(v) / self.std for v in views]
+        return views
 
 
 def train_transform(preset: str, input_size: int, channels: int) -> TrainTransform:
@@ -198,20 +212,21 @@ def _normalization_tensors(channels: int, device: torch.device) -> tuple:
 
 
 def preset_settings(preset: str) -> dict:
-    """The preset's SimCLRTransform arguments, lightly's defaults filled in."""
-    return {**_simclr_defaults(), **preset_kwargs(preset)}
+    """The preset's settings, lightly's and EXTRA_DEFAULTS' defaults filled in."""
+    return {**_simclr_defaults(), **EXTRA_DEFAULTS, **preset_kwargs(preset)}
 
 
 class BatchAugment:
     """A preset for float batches (N, channels, H, W) in [0, 1] on any device, in a few kernels
     whatever the batch size: one sampling grid per batch for crop + flips + rotation, blends for
     the colour jitter, one grouped convolution for the blur. Draws follow lightly's SimCLR view
-    (crop, flips, rotation, colour jitter in random order, greyscale, blur, normalisation) with
-    the preset's ranges and rates, so the per-image and the batch path train the same recipe.
-    Parameters are drawn on the CPU from torch's generator (seeded runs repeat on any device),
-    in the loader workers when training, and travel with the batch: `apply` never copies from
-    host memory or waits for the device, so the CPU queues the next step while the GPU works.
-    `draw` and `apply` are separate so fixed parameters give a fixed output."""
+    (crop, flips, rotation, colour jitter in random order, greyscale, blur, then the preset's
+    noise and normalisation) with the preset's ranges and rates, so the per-image and the batch
+    path train the same recipe. Parameters are drawn on the CPU from torch's generator (seeded
+    runs repeat on any device), in the loader workers when training, and travel with the batch:
+    `apply` never copies from host memory or waits for the device, so the CPU queues the next
+    step while the GPU works; only the noise pixels are drawn there, by the device's generator.
+    `draw` and `apply` are separate so fixed parameters give a fixed output (noise aside)."""
 
     def __init__(self, preset: str, input_size: int, channels: int):
         self.s, self.size, self.channels = preset_settings(preset), input_size, channels
@@ -229,7 +244,8 @@ class BatchAugment:
     def draw(self, n: int, height: int, width: int, generator=None) -> dict:
         """Per-image parameters: crop (left, top, width, height as shares of the image), angle
         (degrees, counter-clockwise), hflip, vflip, jitter (applied or not), factors (brightness,
-        contrast, saturation, hue), order (of the four jitter steps), grey, blur, sigma (px)."""
+        contrast, saturation, hue), order (of the four jitter steps), grey, blur, sigma (px),
+        noise (its standard deviation; the noise itself is drawn by `apply`, on the device)."""
         s = self.s
 
         def uniform(low, high):
@@ -253,7 +269,7 @@ class BatchAugment:
                           "factors": torch.stack(factors, 1),
                           "order": torch.rand(n, JITTER_STEPS, generator=generator).argsort(1),
                           "grey": chance(s["random_gray_scale"]), "blur": chance(s["gaussian_blur"]),
-                          "sigma": uniform(*s["sigmas"])})
+                          "sigma": uniform(*s["sigmas"]), "noise": uniform(0.0, s["noise"])})
 
     def plan(self, params: dict) -> dict:
         """The drawn parameters (CPU) with what follows from them: "ranked", each image's active
@@ -303,6 +319,8 @@ class BatchAugment:
             x[p["grey_rows"]] = grey(x[p["grey_rows"]]).expand(-1, 3, -1, -1)
         if len(p["blur_rows"]):
             x[p["blur_rows"]] = self._blur(x[p["blur_rows"]], p["sigma"][p["blur_rows"]])
+        if self.s["noise"] > 0:
+            x = x + p["noise"][:, None, None, None] * torch.randn_like(x)
         if x.device not in self.scale:
             self.scale[x.device] = tuple(t.to(x.device) for t in self.scale[torch.device("cpu")])
         mean, std = self.scale[x.device]

@@ -100,6 +100,10 @@ ROW_SETTINGS = {
     # an edge-on disc or an elongated elliptical from a round one; galaxies are centred anyway.
     # Best on Galaxy Zoo and the demo: the astro preset since 2026-11-28.
     "nocrop": ["--TEMPERATURE=0.2", f"--AUGMENTATION={BEFORE_AUGMENTATION},min_scale=1.0,gaussian_blur=0,rr_degrees=none,rr_prob=0.5"],
+    # `nocrop` with Gaussian noise (up to 5 % of the pixel range per view): whole views of one
+    # cutout otherwise share its exact sky noise, an identity cue that is not morphology.
+    "noise05": ["--TEMPERATURE=0.2",
+                f"--AUGMENTATION={BEFORE_AUGMENTATION},min_scale=1.0,gaussian_blur=0,rr_degrees=none,rr_prob=0.5,noise=0.05"],
 }
 SETS = {  # input size the network sees, the setting giving the images' side (cached as it is on a GPU), merged classes
     "mirabest": {"input": 64, "side": "MIRABEST_STORED", "merge": ""},

@@ -94,6 +94,17 @@ def test_fixed_blur_is_a_gaussian_with_edges_repeated(rgb):
     torch.testing.assert_close(blurred, expected)
 
 
+def test_noise_has_each_images_drawn_standard_deviation():
+    augment = BatchAugment("astro:noise=0.05", 32, 3)
+    x = torch.full((4, 3, 32, 32), 0.5)
+    sigmas = torch.tensor([0.0, 0.01, 0.03, 0.05])
+    torch.manual_seed(0)
+    residual = (unnormalised(augment, x, plain(augment, 4, noise=sigmas)) - x).flatten(1)
+    assert residual[0].abs().max() < 1e-6  # no noise drawn: the image as it was
+    assert residual[1:].mean(1).abs().max() < 4 * 0.05 / math.sqrt(residual.shape[1])
+    torch.testing.assert_close(residual[1:].std(1), sigmas[1:], rtol=0.05, atol=0)
+
+
 def test_sixteen_bit_input_keeps_its_precision():
     augment = BatchAugment("allsky", 8, 1)
     stored = torch.from_numpy(np.stack([np.full((1, 8, 8), 30000, np.uint16),
@@ -109,7 +120,7 @@ def torchvision_crop_areas(min_scale, side=96):
     return np.array([h * w / side ** 2 for _, _, h, w in draws])
 
 
-@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("preset", [*PRESETS, "astro:noise=0.05"])
 def test_drawn_parameters_follow_the_preset(preset):
     s = preset_settings(preset)
     torch.manual_seed(1)
@@ -142,6 +153,8 @@ def test_drawn_parameters_follow_the_preset(preset):
     rate(p["grey"], s["random_gray_scale"])
     rate(p["blur"], s["gaussian_blur"])
     assert (p["sigma"] >= s["sigmas"][0]).all() and (p["sigma"] <= s["sigmas"][1]).all()
+    assert (p["noise"] >= 0).all() and (p["noise"] <= s["noise"]).all()
+    assert abs(p["noise"].mean().item() - s["noise"] / 2) <= 0.01 * s["noise"]  # uniform in [0, noise]
     for column, key in enumerate(("cj_bright", "cj_contrast", "cj_sat")):
         spread = s["cj_strength"] * s[key]
         f = p["factors"][:, column]

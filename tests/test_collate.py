@@ -1,12 +1,13 @@
 """Augmentation presets give two differently augmented views; evaluation is deterministic."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import GALAXIES, THEMIS
 from PIL import Image
 
-from collate import (PRESETS, TEMPERATURES, BatchAugment, eval_transform, normalize_stored, preset_kwargs,
-                     preset_settings, preset_temperature, train_transform)
+from collate import (PRESETS, TEMPERATURES, BatchAugment, eval_transform, normalization, normalize_stored,
+                     preset_kwargs, preset_settings, preset_temperature, train_transform)
 from spacessl.images import load_image, read_image
 
 
@@ -39,6 +40,22 @@ def test_preset_changes_for_a_trial():
     for bad in ("sky", "astro:sigmas=1", "astro:min_scale"):
         with pytest.raises(ValueError):
             preset_kwargs(bad)
+
+
+def test_noise_trial_gives_views_gaussian_noise_of_a_drawn_strength():
+    flat = Image.fromarray(np.full((40, 40, 3), 128, np.uint8))  # stays flat through every other step
+    std = torch.tensor(normalization(3)["std"])[:, None, None]
+    noise = 0.05
+    assert all(preset_settings(name)["noise"] == 0 for name in PRESETS)
+
+    def spreads(preset):  # each view's per-channel pixel std, in units of the [0, 1] range
+        torch.manual_seed(0)
+        transform = train_transform(preset, 32, 3)
+        return torch.stack([(view * std).std((1, 2)) for _ in range(100) for view in transform(flat)])
+
+    drawn = spreads(f"astro:noise={noise}")
+    assert drawn.max() <= 1.1 * noise and abs(drawn.mean().item() - noise / 2) < 0.1 * noise  # uniform in [0, noise]
+    assert spreads("astro").max() < 1e-6
 
 
 def test_every_preset_has_a_temperature_that_trial_changes_keep():
