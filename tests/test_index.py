@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 
+import spacessl.index as index_module
 from spacessl.index import (RECALL_K, RECALL_QUERIES, IndexSettings, build_index, cached_index, choose_kind,
                             recall_at_k, search)
 from spacessl.search import nearest_rows
@@ -68,6 +69,17 @@ def test_nprobe_is_tuned_to_the_recall_target(caplog):
     # One cell fewer falls short of the target: the fewest cells that reach it were chosen.
     fewer = dict(build_index(x, IndexSettings("ivf-flat", nprobe=info["nprobe"] - 1), seed=0)[1])
     assert fewer["recall_at_10"] < 0.95
+
+
+def test_tuning_searches_exactly_once_whatever_the_efforts_tried(monkeypatch):
+    # The exact pass reads every vector (20 GB from disk at 10 million): once per build, not once
+    # per search effort measured.
+    passes = []
+    exact = index_module.nearest_rows
+    monkeypatch.setattr(index_module, "nearest_rows", lambda *args, **kw: passes.append(1) or exact(*args, **kw))
+    _, info = build_index(realistic(5000), IndexSettings("ivf-flat", recall_target=0.95), seed=0)
+    assert info["nprobe"] > 2 and info["recall_at_10"] >= 0.95  # 1, 2, 4, ... measured before it
+    assert len(passes) == 1
 
 
 def test_a_fixed_nprobe_below_the_target_is_said(caplog):
