@@ -79,6 +79,7 @@ INPUT_SIZE = 0                   # px the network sees; 0 = the set's (SETS belo
 # "before" is the galaxy recipe before this ablation (the astro preset until 2026-11-28), "tuned"
 # the one it chose for radio sources (the radio preset with temperature 0.2).
 BEFORE_AUGMENTATION = "astro:min_scale=0.6,gaussian_blur=0.5,rr_degrees=180,rr_prob=1"
+NOCROP_AUGMENTATION = f"{BEFORE_AUGMENTATION},min_scale=1.0,gaussian_blur=0,rr_degrees=none,rr_prob=0.5"
 ROW_SETTINGS = {
     "before": ["--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION}"],
     "noblur": ["--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION},gaussian_blur=0"],
@@ -99,11 +100,10 @@ ROW_SETTINGS = {
     # crop is also stretched by up to 4/3 in one direction, which changes the axis ratio that tells
     # an edge-on disc or an elongated elliptical from a round one; galaxies are centred anyway.
     # Best on Galaxy Zoo and the demo: the astro preset since 2026-11-28.
-    "nocrop": ["--TEMPERATURE=0.2", f"--AUGMENTATION={BEFORE_AUGMENTATION},min_scale=1.0,gaussian_blur=0,rr_degrees=none,rr_prob=0.5"],
+    "nocrop": ["--TEMPERATURE=0.2", f"--AUGMENTATION={NOCROP_AUGMENTATION}"],
     # `nocrop` with Gaussian noise (up to 5 % of the pixel range per view): whole views of one
     # cutout otherwise share its exact sky noise, an identity cue that is not morphology.
-    "noise05": ["--TEMPERATURE=0.2",
-                f"--AUGMENTATION={BEFORE_AUGMENTATION},min_scale=1.0,gaussian_blur=0,rr_degrees=none,rr_prob=0.5,noise=0.05"],
+    "noise05": ["--TEMPERATURE=0.2", f"--AUGMENTATION={NOCROP_AUGMENTATION},noise=0.05"],
 }
 SETS = {  # input size the network sees, the setting giving the images' side (cached as it is on a GPU), merged classes
     "mirabest": {"input": 64, "side": "MIRABEST_STORED", "merge": ""},

@@ -131,11 +131,6 @@ def recall_against(index, truth: tuple, k: int) -> float:
     return float(np.mean(shares))
 
 
-def recall_at_k(index, vectors, k: int, n_queries: int, seed: int) -> float:
-    """recall_against a fresh held_out_truth: the index's recall@k on a seeded sample of rows."""
-    return recall_against(index, held_out_truth(vectors, k, n_queries, seed), k)
-
-
 def tune(measure, first: int, last: int, target: float) -> tuple:
     """(effort, recall): the least search effort in [first, last] whose measured recall reaches
     `target` (recall grows with effort: doubled from `first`, then bisected between the last two
