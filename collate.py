@@ -269,7 +269,10 @@ class BatchAugment:
                           "factors": torch.stack(factors, 1),
                           "order": torch.rand(n, JITTER_STEPS, generator=generator).argsort(1),
                           "grey": chance(s["random_gray_scale"]), "blur": chance(s["gaussian_blur"]),
-                          "sigma": uniform(*s["sigmas"]), "noise": uniform(0.0, s["noise"])})
+                          "sigma": uniform(*s["sigmas"]),
+                          # Drawn only where the preset adds noise, so a preset without it
+                          # consumes the random numbers it did before the setting existed.
+                          "noise": uniform(0.0, s["noise"]) if s["noise"] > 0 else torch.zeros(n)})
 
     def plan(self, params: dict) -> dict:
         """The drawn parameters (CPU) with what follows from them: "ranked", each image's active
