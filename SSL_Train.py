@@ -1,4 +1,4 @@
-"""Train a self-supervised model (SimCLR, SimSiam, BYOL or MAE) on a folder of images, without labels.
+"""Train a self-supervised model (SimCLR, SimSiam, BYOL, NNCLR or MAE) on a folder of images, without labels.
 
 Usage:
     python SSL_Train.py                                   # the settings below (OATH on a GPU)
@@ -29,7 +29,7 @@ from spacessl.hardware import lightning_precision
 from spacessl.images import STRETCHES, detect_channels, find_images, loader_workers
 from spacessl.knn_monitor import KNNMonitor
 from spacessl.labels import match_labels, read_labels
-from spacessl.methods import RECIPES, peak_lr
+from spacessl.methods import NN_BANK_SHARE, RECIPES, peak_lr
 from spacessl.model import BACKBONES, VITS, AtomicCheckpointIO, SSLModel, read_checkpoint
 
 # ---- hyperparameters --------------------------------------------------------------------------
@@ -37,7 +37,7 @@ DATA_DIR = "data/oath/images/cropped_scaled"  # folder of images, searched recur
 RUN_NAME = "oath_simclr"        # run folder name under CHECKPOINT_DIR; an existing one is never overwritten
 CHECKPOINT_DIR = "checkpoints"  # where run folders live
 RESUME = False                  # True: continue the run RUN_NAME from its last.ckpt
-METHOD = "simclr"               # self-supervised objective (methods.py): simclr | simsiam | byol | mae
+METHOD = "simclr"               # self-supervised objective (methods.py): simclr | simsiam | byol | nnclr | mae
 AUGMENTATION = "allsky"         # augmentation preset in collate.py: allsky | astro | radio | natural, optionally with
                                 # changes for a trial, e.g. "astro:min_scale=0.2,gaussian_blur=0,noise=0.05"
 BACKBONE = "resnet18"           # random init: resnet18 | resnet34 | resnet50 | vit_tiny | vit_small | vit_base (mae needs a vit)
@@ -51,14 +51,16 @@ MAX_EPOCHS = 100                # passes over the training split
 WARMUP_EPOCHS = 10              # epochs of linear learning-rate warm-up, < MAX_EPOCHS
 LR = 0.0                        # base learning rate, scaled by batch size as METHOD's recipe says; 0 = the
                                 # recipe's (methods.py: simclr 0.075 LARS x sqrt(bs), simsiam 0.05 SGD,
-                                # byol 0.2 LARS, mae 1.5e-4 AdamW, the last three x bs/256)
-WEIGHT_DECAY = -1.0             # on conv/linear weights; < 0 = the recipe's (1e-6, 5e-4, 1.5e-6, 0.05)
-TEMPERATURE = 0.0               # simclr: NT-Xent temperature, > 0; 0 = AUGMENTATION's preset's (collate.TEMPERATURES:
+                                # byol 0.2 LARS, nnclr 0.3 LARS, mae 1.5e-4 AdamW, the last four x bs/256)
+WEIGHT_DECAY = -1.0             # on conv/linear weights; < 0 = the recipe's (1e-6, 5e-4, 1.5e-6, 1e-6, 0.05)
+TEMPERATURE = 0.0               # simclr/nnclr: NT-Xent temperature, > 0; 0 = AUGMENTATION's preset's (collate.TEMPERATURES:
                                 # 0.2 for radio and astro, 0.5 for the others; README "Retrieval quality")
-PROJ_HIDDEN_DIM = 512           # simclr/simsiam/byol: projection head hidden width
-PROJ_OUT_DIM = 128              # simclr/simsiam/byol: projection output width, where the loss is computed
-PRED_HIDDEN_DIM = 128           # simsiam/byol: prediction head hidden width (SimSiam's bottleneck: out/4)
+PROJ_HIDDEN_DIM = 512           # simclr/simsiam/byol/nnclr: projection head hidden width
+PROJ_OUT_DIM = 128              # simclr/simsiam/byol/nnclr: projection output width, where the loss is computed
+PRED_HIDDEN_DIM = 128           # simsiam/byol/nnclr: prediction head hidden width (SimSiam's bottleneck: out/4)
 MOMENTUM_START = 0.996          # byol: target-network momentum at the start, rising to 1 (BYOL sec. 3.2)
+NN_BANK_SIZE = 0                # nnclr: support set, the recent training embeddings positives are looked up in;
+                                # 0 = the training images / methods.NN_BANK_SHARE (an eighth)
 PATCH_SIZE = 16                 # vit backbones: px side of a patch; must divide INPUT_SIZE
 MASK_RATIO = 0.75               # mae: share of patches hidden from the encoder, in (0, 1) (MAE paper: 0.75)
 DECODER_DIM = 256               # mae: decoder width (the MAE paper's is 512; smaller suits small data)
@@ -104,6 +106,7 @@ def check_config(cfg: dict) -> None:
         require(cfg[name] >= 1, f"--{name}={cfg[name]}: must be at least 1")
     require(0 < cfg["MASK_RATIO"] < 1, f"--MASK_RATIO={cfg['MASK_RATIO']}: must be in (0, 1)")
     require(0 <= cfg["MOMENTUM_START"] <= 1, f"--MOMENTUM_START={cfg['MOMENTUM_START']}: must be in [0, 1]")
+    require(cfg["NN_BANK_SIZE"] >= 0, f"--NN_BANK_SIZE={cfg['NN_BANK_SIZE']}: 0 (auto) or a number of embeddings")
     require(0 <= cfg["WARMUP_EPOCHS"] < cfg["MAX_EPOCHS"],
             f"--WARMUP_EPOCHS={cfg['WARMUP_EPOCHS']}: must be >= 0 and below MAX_EPOCHS={cfg['MAX_EPOCHS']}")
     require(cfg["LR"] >= 0 and cfg["TEMPERATURE"] >= 0,
@@ -214,11 +217,12 @@ def main(argv):
     lr = cfg["LR"] or recipe.base_lr
     weight_decay = cfg["WEIGHT_DECAY"] if cfg["WEIGHT_DECAY"] >= 0 else recipe.weight_decay
     temperature = cfg["TEMPERATURE"] or preset_temperature(cfg["AUGMENTATION"])
+    nn_bank_size = cfg["NN_BANK_SIZE"] or max(1, len(train_files) // NN_BANK_SHARE)
     resolved = {"data_dir": str(Path(cfg["DATA_DIR"]).resolve()), "channels": channels,
                 "n_train": len(train_files), "n_val": len(val_files), "num_workers": workers,
                 "accelerator": accelerator, "precision": precision, "pipeline": pipeline, "optimizer": recipe.optimizer,
                 "base_lr": lr, "peak_lr": peak_lr(recipe, lr, cfg["BATCH_SIZE"]), "weight_decay": weight_decay,
-                "temperature": temperature}
+                "temperature": temperature, "nn_bank_size": nn_bank_size}
     run_dir = Path(cfg["CHECKPOINT_DIR"]) / cfg["RUN_NAME"]
     resume_from = resume_checkpoint(run_dir) if cfg["RESUME"] else None
     # Under DDP every rank runs this script; only rank 0 claims the folder and writes the config.
@@ -240,7 +244,7 @@ def main(argv):
                      input_size=cfg["INPUT_SIZE"], augmentation=cfg["AUGMENTATION"], stretch=cfg["STRETCH"],
                      proj_hidden_dim=cfg["PROJ_HIDDEN_DIM"], proj_out_dim=cfg["PROJ_OUT_DIM"],
                      pred_hidden_dim=cfg["PRED_HIDDEN_DIM"], temperature=temperature,
-                     momentum_start=cfg["MOMENTUM_START"], patch_size=cfg["PATCH_SIZE"],
+                     momentum_start=cfg["MOMENTUM_START"], nn_bank_size=nn_bank_size, patch_size=cfg["PATCH_SIZE"],
                      mask_ratio=cfg["MASK_RATIO"], decoder_dim=cfg["DECODER_DIM"],
                      decoder_layers=cfg["DECODER_LAYERS"], lr=lr, weight_decay=weight_decay,
                      warmup_epochs=cfg["WARMUP_EPOCHS"], max_epochs=cfg["MAX_EPOCHS"],

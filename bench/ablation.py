@@ -104,6 +104,9 @@ ROW_SETTINGS = {
     # `nocrop` with Gaussian noise (up to 5 % of the pixel range per view): whole views of one
     # cutout otherwise share its exact sky noise, an identity cue that is not morphology.
     "noise05": ["--TEMPERATURE=0.2", f"--AUGMENTATION={NOCROP_AUGMENTATION},noise=0.05"],
+    # `nocrop` trained by NNCLR: each view's positive is its nearest neighbour among recent
+    # training embeddings, so similar galaxies are pulled together, not only views of one image.
+    "nnclr": ["--METHOD=nnclr", "--TEMPERATURE=0.2", f"--AUGMENTATION={NOCROP_AUGMENTATION}"],
 }
 SETS = {  # input size the network sees, the setting giving the images' side (cached as it is on a GPU), merged classes
     "mirabest": {"input": 64, "side": "MIRABEST_STORED", "merge": ""},

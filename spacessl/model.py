@@ -74,7 +74,7 @@ class SSLModel(pl.LightningModule):
 
     def __init__(self, method="simclr", backbone="resnet18", in_channels=3, input_size=224,
                  augmentation="allsky", stretch="auto", proj_hidden_dim=512, proj_out_dim=128,
-                 pred_hidden_dim=128, temperature=0.5, momentum_start=0.996, patch_size=16,
+                 pred_hidden_dim=128, temperature=0.5, momentum_start=0.996, nn_bank_size=1024, patch_size=16,
                  mask_ratio=0.75, decoder_dim=256, decoder_layers=4, lr=0.075, weight_decay=1e-6,
                  warmup_epochs=10, max_epochs=100, batch_size=256, checkpoint_format=CHECKPOINT_FORMAT):
         super().__init__()
