@@ -107,6 +107,8 @@ ROW_SETTINGS = {
     # `nocrop` trained by NNCLR: each view's positive is its nearest neighbour among recent
     # training embeddings, so similar galaxies are pulled together, not only views of one image.
     "nnclr": ["--METHOD=nnclr", "--TEMPERATURE=0.2", f"--AUGMENTATION={NOCROP_AUGMENTATION}"],
+    # `tuned` (the radio recipe) trained by NNCLR.
+    "nnclr_radio": ["--METHOD=nnclr", "--TEMPERATURE=0.2", "--AUGMENTATION=radio"],
 }
 SETS = {  # input size the network sees, the setting giving the images' side (cached as it is on a GPU), merged classes
     "mirabest": {"input": 64, "side": "MIRABEST_STORED", "merge": ""},

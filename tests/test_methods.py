@@ -1,5 +1,8 @@
 """Every METHOD trains for one epoch and embeds through the unchanged evaluation path; each
-method's own mechanics (optimiser recipe, BYOL's momentum target, MAE's masking) behave."""
+method's own mechanics (optimiser recipe, BYOL's momentum target, NNCLR's support set, MAE's
+masking) behave."""
+
+import json
 
 import numpy as np
 import pandas as pd
@@ -9,12 +12,15 @@ from conftest import GALAXIES, TINY, copy_images, run_cli
 
 import SSL_Evaluate
 import SSL_Train
-from spacessl.methods import RECIPES
+from lightly.loss import NTXentLoss
+
+from spacessl.methods import NN_BANK_SHARE, RECIPES
 from spacessl.model import SSLModel, load_model
 
 # A ViT small enough for the CPU: 32 px images in 8 px patches = 16 tokens.
 VIT = ["--BACKBONE=vit_tiny", "--PATCH_SIZE=8", "--DECODER_DIM=32", "--DECODER_LAYERS=1"]
-SETTINGS = {"simclr": [], "simsiam": ["--PRED_HIDDEN_DIM=8"], "byol": ["--PRED_HIDDEN_DIM=8"], "mae": VIT}
+SETTINGS = {"simclr": [], "simsiam": ["--PRED_HIDDEN_DIM=8"], "byol": ["--PRED_HIDDEN_DIM=8"],
+            "nnclr": ["--PRED_HIDDEN_DIM=8"], "mae": VIT}
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +39,9 @@ def test_each_method_trains_one_epoch_and_embeds(method, galaxies, tmp_path):
     assert np.isfinite(metrics["train_loss_epoch"].dropna()).all() and len(metrics["val_loss"].dropna()) == 1
     hp = torch.load(run / "last.ckpt", weights_only=True)["hyper_parameters"]
     assert hp["method"] == method and hp["lr"] == RECIPES[method].base_lr
+    resolved = json.loads((run / "config.json").read_text())["resolved"]
+    # NNCLR's support set defaults to a share of the training images, recorded with the run.
+    assert hp["nn_bank_size"] == resolved["nn_bank_size"] == max(1, resolved["n_train"] // NN_BANK_SHARE)
 
     assert run_cli(SSL_Evaluate, [f"--RUN={run}", "--NUM_WORKERS=0", "--BATCH_SIZE=8",
                                   f"--QUERY={sorted(p.name for p in galaxies.iterdir())[0]}", "--TOP_K=3",
@@ -45,7 +54,7 @@ def test_each_method_trains_one_epoch_and_embeds(method, galaxies, tmp_path):
 
 
 @pytest.mark.parametrize("method,optimizer", [("simclr", "LARS"), ("simsiam", "SGD"), ("byol", "LARS"),
-                                              ("mae", "AdamW")])
+                                              ("nnclr", "LARS"), ("mae", "AdamW")])
 def test_each_method_uses_its_published_optimiser(method, optimizer):
     recipe = RECIPES[method]
     model = SSLModel(method=method, backbone="vit_tiny" if method == "mae" else "resnet18", input_size=32,
@@ -77,6 +86,46 @@ def test_byol_target_follows_the_online_network_by_its_momentum():
         assert not target.requires_grad
 
 
+def test_nnclr_contrasts_each_view_with_the_nearest_support_vector_of_the_other():
+    torch.manual_seed(0)
+    model = SSLModel(method="nnclr", input_size=32, proj_hidden_dim=32, proj_out_dim=16, pred_hidden_dim=8,
+                     nn_bank_size=6, temperature=0.2).train()
+    objective = model.objective
+    support = torch.nn.functional.normalize(torch.randn(6, 16), dim=1)
+    objective.support.bank.copy_(support)
+    views = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    loss, _ = objective(model.backbone, *views, step=0, max_steps=1)
+
+    # The same loss by hand: each projection's most cosine-similar support vector is the positive
+    # for the other view's prediction (NNCLR, eq. 1), symmetrised.
+    with torch.no_grad():
+        z = [objective.projection_head(model.backbone(v)) for v in views]
+        p = [objective.prediction_head(zi) for zi in z]
+        nearest = [support[(torch.nn.functional.normalize(zi, dim=1) @ support.T).argmax(dim=1)] for zi in z]
+        ntxent = NTXentLoss(temperature=0.2)
+        expected = 0.5 * (ntxent(nearest[0], p[1]) + ntxent(nearest[1], p[0]))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    # Training enqueued the second view's 4 projections into the queue's first 4 slots (it fills
+    # from slot 0); the other 2 support vectors are still there.
+    assert torch.allclose(objective.support.bank[:4], z[1], atol=1e-5)
+    assert torch.equal(objective.support.bank[4:], support[4:])
+
+    model.eval()  # validation looks up neighbours but leaves the support set alone
+    before = objective.support.bank.clone()
+    objective(model.backbone, *views, step=0, max_steps=1)
+    assert torch.equal(objective.support.bank, before)
+
+
+@pytest.mark.parametrize("method", ["nnclr", "byol"])
+def test_methods_with_heads_round_trip_through_a_checkpoint(method, tmp_path):
+    model = SSLModel(method=method, input_size=32, proj_hidden_dim=32, proj_out_dim=16, pred_hidden_dim=8,
+                     nn_bank_size=5).eval()
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, tmp_path / "m.ckpt")
+    images = torch.randn(3, 3, 32, 32)
+    loaded = load_model(tmp_path / "m.ckpt")
+    assert loaded.hparams.method == method and torch.equal(loaded.embed(images), model.embed(images))
+
+
 def test_mae_masks_while_training_but_embeds_every_patch():
     torch.manual_seed(0)
     model = SSLModel(method="mae", backbone="vit_tiny", in_channels=1, input_size=32, patch_size=8,
@@ -98,7 +147,8 @@ def test_mae_round_trips_through_a_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["--METHOD=mae"], "--METHOD=mae masks patches, so it needs a ViT"),
-    (["--METHOD=dino"], "--METHOD=dino: choose one of simclr, simsiam, byol, mae"),
+    (["--METHOD=dino"], "--METHOD=dino: choose one of simclr, simsiam, byol, nnclr, mae"),
+    (["--METHOD=nnclr", "--NN_BANK_SIZE=-1"], "--NN_BANK_SIZE=-1: 0 (auto) or a number of embeddings"),
     (["--BACKBONE=vit_tiny", "--PATCH_SIZE=7"], "--PATCH_SIZE=7 must divide --INPUT_SIZE=32"),
     (["--METHOD=mae", *VIT, "--MASK_RATIO=1"], "--MASK_RATIO=1.0: must be in (0, 1)"),
 ])
