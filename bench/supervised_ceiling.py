@@ -12,7 +12,8 @@ randomly initialised BACKBONE with cross-entropy on the rest (quarter turns and 
 `astro` preset's geometry), and reports on the held-out images: accuracy, and kNN accuracy
 (k = KNN_K, cosine) of the pooled features against the training images' (what a search on
 label-trained features would give). Images are the set's copies as bench/ablation.py prepares
-them (or those in FOLDER), resized to the set's input size as SSL_Train.py sees them.
+them (or those in FOLDER), each resized once to the set's input size (bilinear, antialiased:
+images.resize_unit; the search's EvalTransform resizes the picture with PIL, nearly the same).
 """
 
 import sys
@@ -23,7 +24,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from sklearn.model_selection import train_test_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from ablation import SETS, labelled, prepare  # noqa: E402
 from collate import normalize_stored  # noqa: E402
 from spacessl.config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
+from spacessl.images import as_tensor, read_image, resize_unit  # noqa: E402
 from spacessl.model import build_backbone  # noqa: E402
 from spacessl.runs import new_output_dir  # noqa: E402
 
@@ -59,10 +60,7 @@ MIRABEST_STORED = 80             # mirabest copies: px side
 
 def load(images: Path, names: list, size: int) -> torch.Tensor:
     """All images as one normalised float tensor at size x size px (the network's input)."""
-    stored = torch.stack([torch.from_numpy(np.array(Image.open(images / n).convert("RGB"))).permute(2, 0, 1)
-                          for n in names])
-    resized = F.interpolate(stored.float() / 255, size=(size, size), mode="bilinear", antialias=True,
-                            align_corners=False)
+    resized = torch.stack([resize_unit(as_tensor(read_image(images / n, 3)), size) for n in names])
     return normalize_stored(resized.clamp(0, 1), 3)
 
 
