@@ -1,4 +1,4 @@
-"""Train a self-supervised model (SimCLR, SimSiam, BYOL, NNCLR or MAE) on a folder of images, without labels.
+"""Train a self-supervised model (SimCLR, SimSiam, BYOL, NNCLR, DINO or MAE) on a folder of images, without labels.
 
 Usage:
     python SSL_Train.py                                   # the settings below (OATH on a GPU)
@@ -37,7 +37,7 @@ DATA_DIR = "data/oath/images/cropped_scaled"  # folder of images, searched recur
 RUN_NAME = "oath_simclr"        # run folder name under CHECKPOINT_DIR; an existing one is never overwritten
 CHECKPOINT_DIR = "checkpoints"  # where run folders live
 RESUME = False                  # True: continue the run RUN_NAME from its last.ckpt
-METHOD = "simclr"               # self-supervised objective (methods.py): simclr | simsiam | byol | nnclr | mae
+METHOD = "simclr"               # self-supervised objective (methods.py): simclr | simsiam | byol | nnclr | dino | mae
 AUGMENTATION = "allsky"         # augmentation preset in collate.py: allsky | astro | radio | natural, optionally with
                                 # changes for a trial, e.g. "astro:min_scale=0.2,gaussian_blur=0,noise=0.05"
 BACKBONE = "resnet18"           # random init: resnet18 | resnet34 | resnet50 | vit_tiny | vit_small | vit_base (mae needs a vit)
@@ -51,14 +51,15 @@ MAX_EPOCHS = 100                # passes over the training split
 WARMUP_EPOCHS = 10              # epochs of linear learning-rate warm-up, < MAX_EPOCHS
 LR = 0.0                        # base learning rate, scaled by batch size as METHOD's recipe says; 0 = the
                                 # recipe's (methods.py: simclr 0.075 LARS x sqrt(bs), simsiam 0.05 SGD,
-                                # byol 0.2 LARS, nnclr 0.3 LARS, mae 1.5e-4 AdamW, the last four x bs/256)
-WEIGHT_DECAY = -1.0             # on conv/linear weights; < 0 = the recipe's (1e-6, 5e-4, 1.5e-6, 1e-6, 0.05)
+                                # byol 0.2 LARS, nnclr 0.3 LARS, dino 0.03 SGD, mae 1.5e-4 AdamW, the last five x bs/256)
+WEIGHT_DECAY = -1.0             # on conv/linear weights; < 0 = the recipe's (1e-6, 5e-4, 1.5e-6, 1e-6, 1e-4, 0.05)
 TEMPERATURE = 0.0               # simclr/nnclr: NT-Xent temperature, > 0; 0 = AUGMENTATION's preset's (collate.TEMPERATURES:
                                 # 0.2 for radio and astro, 0.5 for the others; README "Retrieval quality")
-PROJ_HIDDEN_DIM = 512           # simclr/simsiam/byol/nnclr: projection head hidden width
-PROJ_OUT_DIM = 128              # simclr/simsiam/byol/nnclr: projection output width, where the loss is computed
+PROJ_HIDDEN_DIM = 512           # simclr/simsiam/byol/nnclr/dino: projection head hidden width
+PROJ_OUT_DIM = 128              # simclr/simsiam/byol/nnclr: projection output width, where the loss is computed;
+                                # dino: the bottleneck before its prototypes (methods.DINO_PROTOTYPES)
 PRED_HIDDEN_DIM = 128           # simsiam/byol/nnclr: prediction head hidden width (SimSiam's bottleneck: out/4)
-MOMENTUM_START = 0.996          # byol: target-network momentum at the start, rising to 1 (BYOL sec. 3.2)
+MOMENTUM_START = 0.996          # byol/dino: target (teacher) momentum at the start, rising to 1 (BYOL sec. 3.2)
 NN_BANK_SIZE = 0                # nnclr: support set, the recent training embeddings positives are looked up in;
                                 # 0 = the training images / methods.NN_BANK_SHARE (an eighth)
 PATCH_SIZE = 16                 # vit backbones: px side of a patch; must divide INPUT_SIZE

@@ -40,7 +40,6 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights, as torchvision's rgb_to_grays
 
 # The batch path's constants (BatchAugment), each as torchvision / lightly do it per image.
 CROP_TRIES = 10                 # RandomResizedCrop's redraws before it falls back to a central crop
-CROP_RATIOS = (3 / 4, 4 / 3)    # RandomResizedCrop's aspect-ratio range (log-uniform)
 JITTER_STEPS = 4                # ColorJitter's steps: brightness, contrast, saturation, hue
 BLUR_SIGMAS = 3                 # Gaussian kernel radius in sigmas (the weight beyond is < 0.3 %)
 MAX_SUPERSAMPLE = 4             # antialiasing: at most 4 x 4 samples per output pixel
@@ -52,7 +51,10 @@ MAX_SUPERSAMPLE = 4             # antialiasing: at most 4 x 4 samples per output
 # 911 L33; Stein et al. 2021, arXiv:2110.13151): two whole views of one cutout otherwise share its
 # exact sky-noise pattern. No preset uses it: on Galaxy Zoo "astro:noise=0.05" did not raise the
 # kNN monitor (README "Retrieval quality"); it stays for trials such as that one.
-EXTRA_DEFAULTS = {"noise": 0.0}
+# max_ratio = the most a crop is stretched: its aspect ratio is drawn log-uniformly from
+# [1 / max_ratio, max_ratio] and resized to a square view. 4/3 is torchvision's RandomResizedCrop
+# (lightly's); 1 crops squares, so a view zooms into the image without changing its axis ratios.
+EXTRA_DEFAULTS = {"noise": 0.0, "max_ratio": 4 / 3}
 
 # Keyword arguments of lightly's SimCLRTransform for each preset (plus EXTRA_DEFAULTS' steps);
 # anything not named keeps the default (lightly's: gaussian_blur=0.5, sigmas=(0.1, 2), cj_prob=0.8).
@@ -157,7 +159,12 @@ class TrainTransform:
     def __init__(self, preset: str, input_size: int, channels: int):
         kwargs = preset_kwargs(preset)
         self.noise = kwargs.pop("noise", EXTRA_DEFAULTS["noise"])
+        max_ratio = kwargs.pop("max_ratio", EXTRA_DEFAULTS["max_ratio"])
         self.pictures = SimCLRTransform(input_size=input_size, normalize=normalization(channels), **kwargs)
+        for view in self.pictures.transforms:  # lightly takes no ratio argument; its crop comes first
+            crop = view.transform.transforms[0]  # rebuilt, as torchvision's v2 crop caches its ratio
+            view.transform.transforms[0] = type(crop)(crop.size, crop.scale, (1 / max_ratio, max_ratio),
+                                                      crop.interpolation, crop.antialias)
         self.std = torch.tensor(normalization(channels)["std"])[:, None, None]
         self.arrays = BatchAugment(preset, input_size, channels)
 
@@ -293,18 +300,18 @@ class BatchAugment:
 
     def _crop_sizes(self, n, height, width, uniform):
         """torchvision's RandomResizedCrop: an area share in [min_scale, 1] and a log-uniform
-        aspect ratio in [3/4, 4/3], redrawn up to CROP_TRIES times until the crop fits, else the
-        central crop of the nearest allowed aspect ratio."""
+        aspect ratio in [1 / max_ratio, max_ratio], redrawn up to CROP_TRIES times until the crop
+        fits, else the central crop of the nearest allowed aspect ratio."""
         crop_w, crop_h = torch.ones(n), torch.ones(n)
-        ratio = width / height
-        if ratio < CROP_RATIOS[0]:
-            crop_h = torch.full((n,), ratio / CROP_RATIOS[0])
-        elif ratio > CROP_RATIOS[1]:
-            crop_w = torch.full((n,), CROP_RATIOS[1] / ratio)
+        ratio, ratios = width / height, (1 / self.s["max_ratio"], self.s["max_ratio"])
+        if ratio < ratios[0]:
+            crop_h = torch.full((n,), ratio / ratios[0])
+        elif ratio > ratios[1]:
+            crop_w = torch.full((n,), ratios[1] / ratio)
         todo = torch.ones(n, dtype=torch.bool)
         for _ in range(CROP_TRIES):
             area = uniform(self.s["min_scale"], 1.0) * height * width
-            aspect = torch.exp(uniform(math.log(CROP_RATIOS[0]), math.log(CROP_RATIOS[1])))
+            aspect = torch.exp(uniform(math.log(ratios[0]), math.log(ratios[1])))
             w, h = torch.sqrt(area * aspect) / width, torch.sqrt(area / aspect) / height
             fits = todo & (w <= 1) & (h <= 1)
             crop_w, crop_h = torch.where(fits, w, crop_w), torch.where(fits, h, crop_h)

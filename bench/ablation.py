@@ -104,9 +104,17 @@ ROW_SETTINGS = {
     # `nocrop` with Gaussian noise (up to 5 % of the pixel range per view): whole views of one
     # cutout otherwise share its exact sky noise, an identity cue that is not morphology.
     "noise05": ["--TEMPERATURE=0.2", f"--AUGMENTATION={NOCROP_AUGMENTATION},noise=0.05"],
+    # `nocrop` with square crops of at least half the area: a view zooms into the centred galaxy
+    # without stretching it, and field stars near the edge leave some views (an identity cue
+    # that whole views share exactly).
+    "zoom05": ["--TEMPERATURE=0.2", f"--AUGMENTATION={NOCROP_AUGMENTATION},min_scale=0.5,max_ratio=1"],
     # `nocrop` trained by NNCLR: each view's positive is its nearest neighbour among recent
     # training embeddings, so similar galaxies are pulled together, not only views of one image.
     "nnclr": ["--METHOD=nnclr", "--TEMPERATURE=0.2", f"--AUGMENTATION={NOCROP_AUGMENTATION}"],
+    # `nocrop` trained by BYOL (a momentum target, no negatives).
+    "byol": ["--METHOD=byol", f"--AUGMENTATION={NOCROP_AUGMENTATION}"],
+    # `nocrop` trained by DINO (self-distillation from a momentum teacher; two whole views, no multi-crop).
+    "dino": ["--METHOD=dino", f"--AUGMENTATION={NOCROP_AUGMENTATION}"],
     # `tuned` (the radio recipe) trained by NNCLR.
     "nnclr_radio": ["--METHOD=nnclr", "--TEMPERATURE=0.2", "--AUGMENTATION=radio"],
 }

@@ -35,7 +35,7 @@ from spacessl.runs import new_output_dir  # noqa: E402
 # ---- hyperparameters --------------------------------------------------------------------------
 SHARED = "../shared/data"        # the read-only archive copies
 SETS = "galaxyzoo,mirabest"      # which data sets to run, comma-separated
-METHODS = "simclr"               # self-supervised methods trained on each set, comma-separated: simclr | simsiam | byol | mae
+METHODS = "simclr"               # self-supervised methods trained on each set, comma-separated: simclr | simsiam | byol | nnclr | dino | mae
 MAE_BACKBONE = "vit_tiny"        # ViT for mae (the others train SSL_Train.py's default resnet18)
 MAE_PATCH_SIZE = 8               # px patches for mae: 48 or 64 px inputs give 36 or 64 patches
 OUT_DIR = "checkpoints"          # the benchmark's run folder goes here

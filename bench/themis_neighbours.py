@@ -38,7 +38,7 @@ from spacessl.runs import new_output_dir  # noqa: E402
 # ---- hyperparameters --------------------------------------------------------------------------
 FRAMES_DIR = "../shared/data/themis_asi_gill_20140310/frames"  # THEMIS ASI raw minute files (PGM)
 OUT_DIR = "checkpoints"          # the benchmark's run folder goes here
-METHOD = "simclr"                # simclr | simsiam | byol (mae needs a ViT: pass BACKBONE through TRAIN_ARGS)
+METHOD = "simclr"                # simclr | simsiam | byol | nnclr | dino (mae needs a ViT: pass BACKBONE through TRAIN_ARGS)
 TRAIN_ARGS = ""                  # further SSL_Train.py arguments, space-separated (e.g. "--BACKBONE=vit_tiny")
 INPUT_SIZE = 64                  # px crops the network sees (frames are 256 px)
 CACHE_SIZE = 96                  # px side of the decode-once cache the crops are cut from

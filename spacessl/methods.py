@@ -12,17 +12,21 @@ evaluation, probes and maps work the same whatever the method.
   nnclr    contrastive, but each view's positive is the nearest neighbour of the other view
            in a support set of recent embeddings (Dwibedi et al. 2021, arXiv:2104.14548), so
            similar images are pulled together beyond what one image's views share
+  dino     self-distillation: the student's softmax over prototypes matches a momentum
+           teacher's, centred and sharpened, for the other view (Caron et al. 2021,
+           arXiv:2104.14294); two whole views, no multi-crop
   mae      masked autoencoder: a ViT encodes the visible 25 % of patches, a small decoder
            paints in the rest (He et al. 2021, arXiv:2111.06377); uses the first view only
 """
 
 import copy
+import warnings
 from dataclasses import dataclass
 
 import torch
-from lightly.loss import NegativeCosineSimilarity, NTXentLoss
+from lightly.loss import DINOLoss, NegativeCosineSimilarity, NTXentLoss
 from lightly.models import utils as lightly_utils
-from lightly.models.modules import (BYOLPredictionHead, BYOLProjectionHead, NNCLRPredictionHead,
+from lightly.models.modules import (BYOLPredictionHead, BYOLProjectionHead, DINOProjectionHead, NNCLRPredictionHead,
                                     NNCLRProjectionHead, NNMemoryBankModule, SimCLRProjectionHead,
                                     SimSiamPredictionHead, SimSiamProjectionHead)
 from lightly.models.modules.masked_autoencoder import MAEDecoder
@@ -54,6 +58,8 @@ RECIPES = {
     "byol": Recipe("lars", 0.2, "linear", 1.5e-6, 0.9),
     # LARS, rate 0.3 batch/256, decay 1e-6: the NNCLR paper's implementation details (4.8 at batch 4096).
     "nnclr": Recipe("lars", 0.3, "linear", 1e-6, 0.9),
+    # SGD, rate 0.03 batch/256, decay 1e-4: the DINO reference code's ResNet-50 setting (its README).
+    "dino": Recipe("sgd", 0.03, "linear", 1e-4, 0.9),
     # AdamW, rate 1.5e-4 batch/256, decay 0.05, betas (0.9, 0.95): MAE paper, table 8.
     "mae": Recipe("adamw", 1.5e-4, "linear", 0.05, 0.9),
 }
@@ -62,6 +68,11 @@ ADAMW_BETA2 = 0.95  # MAE paper, table 8
 # of ImageNet's 1.28M (a 13th; larger was better in its ablation); a set as large as the data would
 # always hold each image's own previous embedding, its likeliest "neighbour".
 NN_BANK_SHARE = 8
+# DINO: prototypes in the softmax (the paper's 65,536 is for ImageNet; 2,048 is lightly's resnet18
+# example), and the teacher's and student's softmax temperatures (the paper's defaults, sec. 3.1).
+DINO_PROTOTYPES = 2048
+DINO_TEACHER_TEMP = 0.04
+DINO_STUDENT_TEMP = 0.1
 
 
 def peak_lr(recipe: Recipe, base_lr: float, batch_size: int) -> float:
@@ -96,6 +107,14 @@ class SimSiamObjective(nn.Module):
         return loss, z0
 
 
+def follow(online: list, targets: list, step: int, max_steps: int, start: float) -> None:
+    """Move each target module towards its online one: an exponential moving average whose
+    momentum rises from `start` to 1 on a cosine over training (BYOL sec. 3.2, DINO sec. 3.1)."""
+    tau = cosine_schedule(step, max_steps, start, 1.0)
+    for module, target in zip(online, targets):
+        lightly_utils.update_momentum(module, target, m=tau)
+
+
 class BYOLObjective(nn.Module):
     def __init__(self, backbone, width: int, hp):
         super().__init__()
@@ -114,11 +133,8 @@ class BYOLObjective(nn.Module):
 
     def forward(self, backbone, view0, view1, step: int, max_steps: int):
         if self.training:
-            # Target = exponential moving average of the online network, its momentum rising
-            # from momentum_start to 1 on a cosine (BYOL, section 3.2).
-            tau = cosine_schedule(step, max_steps, self.momentum_start, 1.0)
-            lightly_utils.update_momentum(backbone, self.backbone_momentum, m=tau)
-            lightly_utils.update_momentum(self.projection_head, self.projection_head_momentum, m=tau)
+            follow([backbone, self.projection_head], [self.backbone_momentum, self.projection_head_momentum],
+                   step, max_steps, self.momentum_start)
         z0, z1 = self.projection_head(backbone(view0)), self.projection_head(backbone(view1))
         p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
         loss = 0.5 * (self.criterion(p0, self.target(view1)) + self.criterion(p1, self.target(view0)))
@@ -146,6 +162,38 @@ class NNCLRObjective(nn.Module):
         n1 = self.support(z1.detach().float(), update=self.training)
         loss = 0.5 * (self.criterion(n0, p1) + self.criterion(n1, p0))
         return loss, z0
+
+
+class DINOObjective(nn.Module):
+    def __init__(self, backbone, width: int, hp):
+        super().__init__()
+        with warnings.catch_warnings():  # lightly's head uses torch's deprecated weight_norm
+            warnings.filterwarnings("ignore", "`torch.nn.utils.weight_norm` is deprecated", FutureWarning)
+            self.projection_head, self.projection_head_momentum = (
+                DINOProjectionHead(width, hp.proj_hidden_dim, hp.proj_out_dim, DINO_PROTOTYPES) for _ in range(2))
+        # The teacher starts as the student (DINO's reference code loads the student's weights;
+        # the head's weight-normalised last layer cannot be deep-copied) and is never trained.
+        self.backbone_momentum = copy.deepcopy(backbone)
+        self.projection_head_momentum.load_state_dict(self.projection_head.state_dict())
+        lightly_utils.deactivate_requires_grad(self.backbone_momentum)
+        lightly_utils.deactivate_requires_grad(self.projection_head_momentum)
+        self.momentum_start = hp.momentum_start
+        self.criterion = DINOLoss(DINO_PROTOTYPES, teacher_temp=DINO_TEACHER_TEMP, student_temp=DINO_STUDENT_TEMP)
+
+    def forward(self, backbone, view0, view1, step: int, max_steps: int):
+        if self.training:
+            follow([backbone, self.projection_head], [self.backbone_momentum, self.projection_head_momentum],
+                   step, max_steps, self.momentum_start)
+        with torch.no_grad():
+            teacher = [self.projection_head_momentum(self.backbone_momentum(v)) for v in (view0, view1)]
+        student = [self.projection_head(backbone(v)) for v in (view0, view1)]
+        # The centre (a moving average of the teacher's outputs, which with the sharp teacher
+        # temperature keeps the outputs from collapsing, sec. 3.1) moves with training batches only.
+        centre = self.criterion.center.clone()
+        loss = self.criterion(teacher, student)
+        if not self.training:
+            self.criterion.center.copy_(centre)
+        return loss, student[0]
 
 
 class MAEObjective(nn.Module):
@@ -177,4 +225,4 @@ class MAEObjective(nn.Module):
 
 
 OBJECTIVES = {"simclr": SimCLRObjective, "simsiam": SimSiamObjective, "byol": BYOLObjective,
-              "nnclr": NNCLRObjective, "mae": MAEObjective}
+              "nnclr": NNCLRObjective, "dino": DINOObjective, "mae": MAEObjective}

@@ -114,13 +114,13 @@ def test_sixteen_bit_input_keeps_its_precision():
     torch.testing.assert_close(out[1] - out[0], torch.full((1, 8, 8), 1 / 65535), atol=1e-7, rtol=0)
 
 
-def torchvision_crop_areas(min_scale, side=96):
-    draws = [T.RandomResizedCrop.get_params(torch.empty(1, side, side), (min_scale, 1.0), (3 / 4, 4 / 3))
+def torchvision_crop_areas(min_scale, max_ratio, side=96):
+    draws = [T.RandomResizedCrop.get_params(torch.empty(1, side, side), (min_scale, 1.0), (1 / max_ratio, max_ratio))
              for _ in range(DRAWS // 4)]
     return np.array([h * w / side ** 2 for _, _, h, w in draws])
 
 
-@pytest.mark.parametrize("preset", [*PRESETS, "astro:noise=0.05"])
+@pytest.mark.parametrize("preset", [*PRESETS, "astro:noise=0.05", "astro:min_scale=0.5,max_ratio=1"])
 def test_drawn_parameters_follow_the_preset(preset):
     s = preset_settings(preset)
     torch.manual_seed(1)
@@ -128,8 +128,9 @@ def test_drawn_parameters_follow_the_preset(preset):
     left, top, width, height = p["crop"].T
     assert (left >= 0).all() and (top >= 0).all() and (left + width <= 1 + 1e-6).all() and (top + height <= 1 + 1e-6).all()
     area, aspect = (width * height).numpy(), (width / height).numpy()
-    assert area.min() >= s["min_scale"] - 1e-6 and aspect.min() >= 3 / 4 - 1e-6 and aspect.max() <= 4 / 3 + 1e-6
-    reference = torchvision_crop_areas(s["min_scale"])  # pixel rounding aside, the same distribution
+    assert area.min() >= s["min_scale"] - 1e-6
+    assert aspect.min() >= 1 / s["max_ratio"] - 1e-6 and aspect.max() <= s["max_ratio"] + 1e-6
+    reference = torchvision_crop_areas(s["min_scale"], s["max_ratio"])  # pixel rounding aside, the same distribution
     assert abs(area.mean() - reference.mean()) < 0.01 and abs(np.median(area) - np.median(reference)) < 0.02
     # Crop centres are uniform over where the crop fits; min_scale 1 (astro) leaves no room: the whole image.
     room = (1 - width) > 1e-3

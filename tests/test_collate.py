@@ -58,6 +58,21 @@ def test_noise_trial_gives_views_gaussian_noise_of_a_drawn_strength():
     assert spreads("astro").max() < 1e-6
 
 
+def test_square_crops_zoom_without_stretching():
+    yy, xx = np.mgrid[:64, :64]
+    disc = Image.fromarray(np.where((yy - 31.5) ** 2 + (xx - 31.5) ** 2 < 10 ** 2, 255, 0).astype(np.uint8)).convert("RGB")
+
+    def extents(preset):  # (width, height) of the disc in each of 100 views of 48 px
+        torch.manual_seed(0)
+        transform = train_transform(preset, 48, 3)
+        masks = [(v.mean(0) > (v.mean(0).max() + v.mean(0).min()) / 2) for _ in range(50) for v in transform(disc)]
+        return torch.tensor([[int(m.any(0).sum()), int(m.any(1).sum())] for m in masks])
+
+    square = extents("astro:min_scale=0.5,max_ratio=1")
+    assert (square[:, 0] - square[:, 1]).abs().max() <= 1 and square.float().std() > 1  # zoomed, never stretched
+    assert (extents("astro:min_scale=0.5")[:, 0] - extents("astro:min_scale=0.5")[:, 1]).abs().max() >= 3
+
+
 def test_every_preset_has_a_temperature_that_trial_changes_keep():
     assert set(TEMPERATURES) == set(PRESETS) and all(t > 0 for t in TEMPERATURES.values())
     assert preset_temperature("radio:min_scale=0.5") == preset_temperature("radio") == 0.2

@@ -1,6 +1,6 @@
 """Every METHOD trains for one epoch and embeds through the unchanged evaluation path; each
-method's own mechanics (optimiser recipe, BYOL's momentum target, NNCLR's support set, MAE's
-masking) behave."""
+method's own mechanics (optimiser recipe, BYOL's momentum target, NNCLR's support set, DINO's
+centred teacher, MAE's masking) behave."""
 
 import json
 
@@ -14,13 +14,13 @@ import SSL_Evaluate
 import SSL_Train
 from lightly.loss import NTXentLoss
 
-from spacessl.methods import NN_BANK_SHARE, RECIPES
+from spacessl.methods import DINO_STUDENT_TEMP, DINO_TEACHER_TEMP, NN_BANK_SHARE, RECIPES
 from spacessl.model import SSLModel, load_model
 
 # A ViT small enough for the CPU: 32 px images in 8 px patches = 16 tokens.
 VIT = ["--BACKBONE=vit_tiny", "--PATCH_SIZE=8", "--DECODER_DIM=32", "--DECODER_LAYERS=1"]
 SETTINGS = {"simclr": [], "simsiam": ["--PRED_HIDDEN_DIM=8"], "byol": ["--PRED_HIDDEN_DIM=8"],
-            "nnclr": ["--PRED_HIDDEN_DIM=8"], "mae": VIT}
+            "nnclr": ["--PRED_HIDDEN_DIM=8"], "dino": [], "mae": VIT}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_each_method_trains_one_epoch_and_embeds(method, galaxies, tmp_path):
 
 
 @pytest.mark.parametrize("method,optimizer", [("simclr", "LARS"), ("simsiam", "SGD"), ("byol", "LARS"),
-                                              ("nnclr", "LARS"), ("mae", "AdamW")])
+                                              ("nnclr", "LARS"), ("dino", "SGD"), ("mae", "AdamW")])
 def test_each_method_uses_its_published_optimiser(method, optimizer):
     recipe = RECIPES[method]
     model = SSLModel(method=method, backbone="vit_tiny" if method == "mae" else "resnet18", input_size=32,
@@ -116,14 +116,46 @@ def test_nnclr_contrasts_each_view_with_the_nearest_support_vector_of_the_other(
     assert torch.equal(objective.support.bank, before)
 
 
-@pytest.mark.parametrize("method", ["nnclr", "byol"])
+def test_dino_matches_the_centred_sharpened_teacher_of_the_other_view():
+    torch.manual_seed(0)
+    model = SSLModel(method="dino", input_size=32, proj_hidden_dim=32, proj_out_dim=16).train()
+    objective = model.objective
+    objective.criterion.center.normal_()  # a centre away from zero, as during training
+    centre = objective.criterion.center.clone()
+    views = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    loss, _ = objective(model.backbone, *views, step=0, max_steps=10)
+
+    # The same loss by hand (DINO, algorithm 1): cross-entropy between the teacher's softmax of
+    # one view, centred and at temperature 0.04, and the student's at 0.1 of the other view.
+    with torch.no_grad():
+        teacher = [objective.projection_head_momentum(objective.backbone_momentum(v)) for v in views]
+        student = [objective.projection_head(model.backbone(v)) for v in views]
+
+        def h(t, s):
+            return -(torch.softmax((t - centre[0]) / DINO_TEACHER_TEMP, 1) * torch.log_softmax(s / DINO_STUDENT_TEMP, 1)).sum(1).mean()
+        expected = 0.5 * (h(teacher[0], student[1]) + h(teacher[1], student[0]))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    # Training moved the centre towards the teacher's mean output (momentum 0.9) ...
+    torch.testing.assert_close(objective.criterion.center[0, 0], 0.9 * centre[0, 0] + 0.1 * torch.cat(teacher).mean(0))
+    assert not any(p.requires_grad for p in objective.projection_head_momentum.parameters())
+    model.eval()  # ... validation does not
+    before = objective.criterion.center.clone()
+    objective(model.backbone, *views, step=0, max_steps=10)
+    assert torch.equal(objective.criterion.center, before)
+
+
+@pytest.mark.parametrize("method", ["nnclr", "byol", "dino"])
 def test_methods_with_heads_round_trip_through_a_checkpoint(method, tmp_path):
     model = SSLModel(method=method, input_size=32, proj_hidden_dim=32, proj_out_dim=16, pred_hidden_dim=8,
                      nn_bank_size=5).eval()
+    for buffer in model.buffers():  # away from their initial values: BN statistics, DINO's centre
+        buffer.add_(1)
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, tmp_path / "m.ckpt")
     images = torch.randn(3, 3, 32, 32)
     loaded = load_model(tmp_path / "m.ckpt")
     assert loaded.hparams.method == method and torch.equal(loaded.embed(images), model.embed(images))
+    saved = model.state_dict()
+    assert all(torch.equal(value, saved[key]) for key, value in loaded.state_dict().items())
 
 
 def test_mae_masks_while_training_but_embeds_every_patch():
@@ -147,7 +179,7 @@ def test_mae_round_trips_through_a_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["--METHOD=mae"], "--METHOD=mae masks patches, so it needs a ViT"),
-    (["--METHOD=dino"], "--METHOD=dino: choose one of simclr, simsiam, byol, nnclr, mae"),
+    (["--METHOD=swav"], "--METHOD=swav: choose one of simclr, simsiam, byol, nnclr, dino, mae"),
     (["--METHOD=nnclr", "--NN_BANK_SIZE=-1"], "--NN_BANK_SIZE=-1: 0 (auto) or a number of embeddings"),
     (["--BACKBONE=vit_tiny", "--PATCH_SIZE=7"], "--PATCH_SIZE=7 must divide --INPUT_SIZE=32"),
     (["--METHOD=mae", *VIT, "--MASK_RATIO=1"], "--MASK_RATIO=1.0: must be in (0, 1)"),
