@@ -132,6 +132,13 @@ DEMO_IMAGES = ROOT / "data" / "sample" / "galaxies"
 DEMO_LABELS = ROOT / "data" / "sample" / "galaxy_labels.csv"
 
 
+def set_settings(cfg: dict) -> dict:
+    """SETS' entry for --SET; a UserError naming the choices for any other."""
+    if cfg["SET"] not in SETS:
+        raise UserError(f"--SET={cfg['SET']}: choose one of {', '.join(SETS)}")
+    return SETS[cfg["SET"]]
+
+
 def prepare(cfg: dict, out: Path):
     """(image folder, labels CSV) of the chosen set."""
     if cfg["SET"] == "demo":
@@ -207,14 +214,12 @@ def main(argv):
         print(usage(__doc__, __file__))
         return
     cfg = resolve_config(globals(), argv)
-    if cfg["SET"] not in SETS:
-        raise UserError(f"--SET={cfg['SET']}: choose one of {', '.join(SETS)}")
+    settings = set_settings(cfg)
     rows = [r.strip() for r in cfg["ROWS"].split(",") if r.strip()]
     for r in rows:
         if r not in ROW_SETTINGS:
             raise UserError(f"--ROWS: unknown row {r!r} ({', '.join(ROW_SETTINGS)})")
     seeds = [int(s) for s in cfg["SEEDS"].split(",")]
-    settings = SETS[cfg["SET"]]
     side = cfg.get(settings["side"], DEMO_SIDE)
     input_size = cfg["INPUT_SIZE"] or settings["input"]
     if not 0 < input_size <= side:

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ablation import SETS, labelled, prepare  # noqa: E402
+from ablation import labelled, prepare, set_settings  # noqa: E402
 from collate import normalize_stored  # noqa: E402
 from spacessl.config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
 from spacessl.images import as_tensor, read_image, resize_unit  # noqa: E402
@@ -119,10 +119,8 @@ def main(argv):
         print(usage(__doc__, __file__))
         return
     cfg = resolve_config(globals(), argv)
-    if cfg["SET"] not in SETS:
-        raise UserError(f"--SET={cfg['SET']}: choose one of {', '.join(SETS)}")
+    settings = set_settings(cfg)
     torch.set_num_threads(cfg["NUM_THREADS"])
-    settings = SETS[cfg["SET"]]
     if cfg["FOLDER"]:
         data = Path(cfg["FOLDER"]) / "data"
         if not (data / "labels.csv").is_file():

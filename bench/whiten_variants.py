@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ablation import DEMO_IMAGES, DEMO_LABELS, SETS, feature_sets, labelled  # noqa: E402
+from ablation import DEMO_IMAGES, DEMO_LABELS, feature_sets, labelled, set_settings  # noqa: E402
 from spacessl import postprocess  # noqa: E402
 from spacessl.baselines import raw_pixel_embeddings  # noqa: E402
 from spacessl.config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
@@ -89,15 +89,14 @@ def main(argv):
         return
     cfg = resolve_config(globals(), argv)
     folder = Path(cfg["FOLDER"])
-    if cfg["SET"] not in SETS:
-        raise UserError(f"--SET={cfg['SET']}: choose one of {', '.join(SETS)}")
+    settings = set_settings(cfg)
     if cfg["SET"] == "demo":
         images, labels = DEMO_IMAGES, DEMO_LABELS
     else:
         images, labels = folder / "data" / "images", folder / "data" / "labels.csv"
     if not images.is_dir():
         raise UserError(f"--FOLDER={folder}: no {images}; give a folder bench/ablation.py wrote")
-    names, classes = labelled(images, labels, SETS[cfg["SET"]]["merge"])
+    names, classes = labelled(images, labels, settings["merge"])
     vectors = {}
     for run in [r.strip() for r in cfg["RUNS"].split(",") if r.strip()]:
         checkpoint = folder / "runs" / run / "best.ckpt"

@@ -107,34 +107,41 @@ class SimSiamObjective(nn.Module):
         return loss, z0
 
 
-def follow(online: list, targets: list, step: int, max_steps: int, start: float) -> None:
-    """Move each target module towards its online one: an exponential moving average whose
-    momentum rises from `start` to 1 on a cosine over training (BYOL sec. 3.2, DINO sec. 3.1)."""
-    tau = cosine_schedule(step, max_steps, start, 1.0)
-    for module, target in zip(online, targets):
-        lightly_utils.update_momentum(module, target, m=tau)
+class MomentumTarget(nn.Module):
+    """Base of the objectives with a target (teacher) network: untrained copies of the backbone
+    and the projection head that follow the online ones by an exponential moving average whose
+    momentum rises from momentum_start to 1 on a cosine over training (BYOL sec. 3.2, DINO sec. 3.1)."""
+
+    def keep_target(self, backbone, head_copy: nn.Module, momentum_start: float) -> None:
+        """Called once the online projection_head exists, with a copy of it."""
+        self.backbone_momentum = copy.deepcopy(backbone)
+        self.projection_head_momentum = head_copy
+        lightly_utils.deactivate_requires_grad(self.backbone_momentum)
+        lightly_utils.deactivate_requires_grad(self.projection_head_momentum)
+        self.momentum_start = momentum_start
+
+    def follow(self, backbone, step: int, max_steps: int) -> None:
+        """One moving-average step towards the online network; training only."""
+        if self.training:
+            tau = cosine_schedule(step, max_steps, self.momentum_start, 1.0)
+            lightly_utils.update_momentum(backbone, self.backbone_momentum, m=tau)
+            lightly_utils.update_momentum(self.projection_head, self.projection_head_momentum, m=tau)
+
+    @torch.no_grad()
+    def target(self, view):
+        return self.projection_head_momentum(self.backbone_momentum(view))
 
 
-class BYOLObjective(nn.Module):
+class BYOLObjective(MomentumTarget):
     def __init__(self, backbone, width: int, hp):
         super().__init__()
         self.projection_head = BYOLProjectionHead(width, hp.proj_hidden_dim, hp.proj_out_dim)
         self.prediction_head = BYOLPredictionHead(hp.proj_out_dim, hp.pred_hidden_dim, hp.proj_out_dim)
-        self.backbone_momentum = copy.deepcopy(backbone)
-        self.projection_head_momentum = copy.deepcopy(self.projection_head)
-        lightly_utils.deactivate_requires_grad(self.backbone_momentum)
-        lightly_utils.deactivate_requires_grad(self.projection_head_momentum)
-        self.momentum_start = hp.momentum_start
+        self.keep_target(backbone, copy.deepcopy(self.projection_head), hp.momentum_start)
         self.criterion = NegativeCosineSimilarity()
 
-    def target(self, view):
-        with torch.no_grad():
-            return self.projection_head_momentum(self.backbone_momentum(view))
-
     def forward(self, backbone, view0, view1, step: int, max_steps: int):
-        if self.training:
-            follow([backbone, self.projection_head], [self.backbone_momentum, self.projection_head_momentum],
-                   step, max_steps, self.momentum_start)
+        self.follow(backbone, step, max_steps)
         z0, z1 = self.projection_head(backbone(view0)), self.projection_head(backbone(view1))
         p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
         loss = 0.5 * (self.criterion(p0, self.target(view1)) + self.criterion(p1, self.target(view0)))
@@ -164,28 +171,22 @@ class NNCLRObjective(nn.Module):
         return loss, z0
 
 
-class DINOObjective(nn.Module):
+class DINOObjective(MomentumTarget):
     def __init__(self, backbone, width: int, hp):
         super().__init__()
         with warnings.catch_warnings():  # lightly's head uses torch's deprecated weight_norm
             warnings.filterwarnings("ignore", "`torch.nn.utils.weight_norm` is deprecated", FutureWarning)
-            self.projection_head, self.projection_head_momentum = (
+            self.projection_head, teacher_head = (
                 DINOProjectionHead(width, hp.proj_hidden_dim, hp.proj_out_dim, DINO_PROTOTYPES) for _ in range(2))
-        # The teacher starts as the student (DINO's reference code loads the student's weights;
-        # the head's weight-normalised last layer cannot be deep-copied) and is never trained.
-        self.backbone_momentum = copy.deepcopy(backbone)
-        self.projection_head_momentum.load_state_dict(self.projection_head.state_dict())
-        lightly_utils.deactivate_requires_grad(self.backbone_momentum)
-        lightly_utils.deactivate_requires_grad(self.projection_head_momentum)
-        self.momentum_start = hp.momentum_start
+        # The teacher starts as the student: DINO's reference code loads the student's weights
+        # (the head's weight-normalised last layer cannot be deep-copied).
+        teacher_head.load_state_dict(self.projection_head.state_dict())
+        self.keep_target(backbone, teacher_head, hp.momentum_start)
         self.criterion = DINOLoss(DINO_PROTOTYPES, teacher_temp=DINO_TEACHER_TEMP, student_temp=DINO_STUDENT_TEMP)
 
     def forward(self, backbone, view0, view1, step: int, max_steps: int):
-        if self.training:
-            follow([backbone, self.projection_head], [self.backbone_momentum, self.projection_head_momentum],
-                   step, max_steps, self.momentum_start)
-        with torch.no_grad():
-            teacher = [self.projection_head_momentum(self.backbone_momentum(v)) for v in (view0, view1)]
+        self.follow(backbone, step, max_steps)
+        teacher = [self.target(v) for v in (view0, view1)]
         student = [self.projection_head(backbone(v)) for v in (view0, view1)]
         # The centre (a moving average of the teacher's outputs, which with the sharp teacher
         # temperature keeps the outputs from collapsing, sec. 3.1) moves with training batches only.
