@@ -117,6 +117,8 @@ ROW_SETTINGS = {
     "dino": ["--METHOD=dino", f"--AUGMENTATION={NOCROP_AUGMENTATION}"],
     # `tuned` (the radio recipe) trained by NNCLR.
     "nnclr_radio": ["--METHOD=nnclr", "--TEMPERATURE=0.2", "--AUGMENTATION=radio"],
+    # `tuned`'s views (the radio preset) trained by DINO, the best galaxy method.
+    "dino_radio": ["--METHOD=dino", "--AUGMENTATION=radio"],
 }
 SETS = {  # input size the network sees, the setting giving the images' side (cached as it is on a GPU), merged classes
     "mirabest": {"input": 64, "side": "MIRABEST_STORED", "merge": ""},
