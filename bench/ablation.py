@@ -9,8 +9,9 @@ Usage (from the repository root, with ../shared beside it):
 Each row of ROWS below is a set of SSL_Train.py settings; each (row, seed) trains once, embeds
 the labelled images with best.ckpt, and each vector it could search with (`pool`: the backbone's
 output, today's search vector; `l3+l4`: layer3 and layer4 pooled side by side; `proj`: the
-projection head's output) is scored after each post-processing in POSTPROCESS (`none`,
-`centre`: subtract the set's mean vector, `whiten`: PCA-whiten; both renormalised). The
+projection head's output; `teacher`: BYOL's and DINO's momentum backbone's output) is scored
+after each post-processing in POSTPROCESS (`none`, `centre`: subtract the set's mean vector,
+`whiten`: PCA-whiten; both renormalised). The
 same network with random weights and raw pixels are scored with the same seeds and
 post-processings. Scores: precision@10 (share of the 10 cosine neighbours in the query's class,
 over all labelled images), 5-fold kNN (k = 20) and linear-probe accuracy, and kNN accuracy with
@@ -161,11 +162,13 @@ def labelled(images: Path, labels_csv: Path, merge: str):
 def feature_sets(model, images: Path, names: list, workers: int) -> dict:
     """The vectors a search could use, for every image: "pool" (the backbone's pooled output,
     what model.embed gives), "l3+l4" (layer3 and layer4 each average-pooled and L2-normalised,
-    side by side) and, for models with one, "proj" (the projection head's output)."""
+    side by side) and, for models with one, "proj" (the projection head's output) and "teacher"
+    (the momentum target's backbone, pooled: what DINO's authors evaluate, sec. 5.1 and fig. 6)."""
     loader = DataLoader(eval_dataset(model, images, names), batch_size=256, num_workers=workers,
                         collate_fn=collate_readable)
-    net, out = model.backbone, {"pool": [], "l3+l4": [], "proj": []}
+    net, out = model.backbone, {"pool": [], "l3+l4": [], "proj": [], "teacher": []}
     head = getattr(model.objective, "projection_head", None)
+    teacher = getattr(model.objective, "backbone_momentum", None)
     model.eval()
     for batch, _ in loader:
         x = net.maxpool(net.relu(net.bn1(net.conv1(batch))))
@@ -176,6 +179,8 @@ def feature_sets(model, images: Path, names: list, workers: int) -> dict:
         out["l3+l4"].append(torch.cat([F.normalize(l3.mean(dim=(2, 3)), dim=1), F.normalize(pooled, dim=1)], dim=1))
         if head is not None:
             out["proj"].append(head(pooled))
+        if teacher is not None:
+            out["teacher"].append(teacher(batch))
     return {kind: F.normalize(torch.cat(parts), dim=1).numpy() for kind, parts in out.items() if parts}
 
 
