@@ -261,8 +261,12 @@ def main(argv):
     if cfg["LABELS"]:
         callbacks.append(knn_monitor(cfg, train_files, val_files, workers))
     monitor = "val_loss" if val_files else "train_loss_epoch"
-    checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode="min",
-                                 save_top_k=1, save_last=True, auto_insert_metric_name=False)
+    best = ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,
+                           auto_insert_metric_name=False)
+    # A saver of its own for last.ckpt (no monitor: each epoch's replaces the one before): Lightning
+    # 2.6's save_last writes it only in epochs that also write best.ckpt, so once the validation
+    # loss stops falling a crash would lose every epoch since, and --RESUME would repeat them.
+    last = ModelCheckpoint(dirpath=run_dir, filename="last", save_top_k=1, enable_version_counter=False)
     distributed = cfg["DEVICES"] * cfg["NUM_NODES"] > 1
     trainer = pl.Trainer(
         max_epochs=cfg["MAX_EPOCHS"], accelerator=accelerator, devices=cfg["DEVICES"],
@@ -270,7 +274,7 @@ def main(argv):
         # Batch-norm statistics over the global batch, as in SimCLR's "global BN" (section B.9);
         # PyTorch's SyncBatchNorm runs on GPUs only, so CPU processes (tests) keep their own.
         strategy="ddp" if distributed else "auto", sync_batchnorm=distributed and accelerator == "gpu",
-        callbacks=[checkpoint, *callbacks],
+        callbacks=[best, last, *callbacks],
         logger=CSVLogger(run_dir, name="logs"), plugins=[AtomicCheckpointIO()],
         log_every_n_steps=cfg["LOG_EVERY_N_STEPS"], enable_model_summary=False)
     try:
@@ -285,7 +289,7 @@ def main(argv):
         healthy = 1 / math.sqrt(cfg["PROJ_OUT_DIM"])
         if std is not None:
             print(f"collapse monitor: output std {float(std):.4f} (healthy ~{healthy:.4f}, collapsed 0)")
-        print(f"best checkpoint: {checkpoint.best_model_path}\nlast checkpoint: {checkpoint.last_model_path}")
+        print(f"best checkpoint: {best.best_model_path}\nlast checkpoint: {last.best_model_path}")
         print(f"next: python SSL_Evaluate.py --RUN={run_dir} --QUERY=<image file name>")
 
 

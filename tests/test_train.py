@@ -59,9 +59,12 @@ def test_grey_images_train_a_one_channel_model(tmp_path):
 
 
 def test_resume_continues_the_run_and_keeps_the_first_config(galaxy_dir, tmp_path):
-    assert train(galaxy_dir, tmp_path, "--RUN_NAME=r") == 0
-    assert train(galaxy_dir, tmp_path, "--RUN_NAME=r", "--RESUME=True", "--MAX_EPOCHS=2") == 0
+    assert train(galaxy_dir, tmp_path, "--RUN_NAME=r", "--METHOD=dino") == 0
+    assert train(galaxy_dir, tmp_path, "--RUN_NAME=r", "--METHOD=dino", "--RESUME=True", "--MAX_EPOCHS=2") == 0
     run = tmp_path / "r"
+    # With these images and seed the second epoch's validation loss does not beat the first's, so
+    # best.ckpt stays at epoch 0 and last.ckpt must hold the second epoch all the same.
+    assert torch.load(run / "best.ckpt", weights_only=True)["epoch"] == 0
     assert torch.load(run / "last.ckpt", weights_only=True)["epoch"] == 1
     assert json.loads((run / "config.json").read_text())["hyperparameters"]["MAX_EPOCHS"] == 1
     assert json.loads((run / "config.resume1.json").read_text())["hyperparameters"]["MAX_EPOCHS"] == 2
