@@ -22,7 +22,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from collate import preset_kwargs, preset_temperature
+from collate import preset_kwargs, preset_method, preset_temperature
 from spacessl.config import UserError, format_config, require, resolve_config, run_main, usage, wants_help, write_json
 from spacessl.datamodule import PIPELINES, ArchiveData
 from spacessl.hardware import lightning_precision
@@ -37,7 +37,8 @@ DATA_DIR = "data/oath/images/cropped_scaled"  # folder of images, searched recur
 RUN_NAME = "oath_simclr"        # run folder name under CHECKPOINT_DIR; an existing one is never overwritten
 CHECKPOINT_DIR = "checkpoints"  # where run folders live
 RESUME = False                  # True: continue the run RUN_NAME from its last.ckpt
-METHOD = "simclr"               # self-supervised objective (methods.py): simclr | simsiam | byol | nnclr | dino | mae
+METHOD = "auto"                 # self-supervised objective (methods.py): simclr | simsiam | byol | nnclr | dino | mae;
+                                # auto = AUGMENTATION's preset's (collate.METHODS: dino for astro, simclr for the others)
 AUGMENTATION = "allsky"         # augmentation preset in collate.py: allsky | astro | radio | natural, optionally with
                                 # changes for a trial, e.g. "astro:min_scale=0.2,gaussian_blur=0,noise=0.05"
 BACKBONE = "resnet18"           # random init: resnet18 | resnet34 | resnet50 | vit_tiny | vit_small | vit_base (mae needs a vit)
@@ -88,15 +89,20 @@ LOG_EVERY_N_STEPS = 10          # training steps between rows of logs/version_N/
 # -----------------------------------------------------------------------------------------------
 
 
+def method_of(cfg: dict) -> str:
+    """METHOD, or with METHOD=auto the AUGMENTATION preset's method."""
+    return preset_method(cfg["AUGMENTATION"]) if cfg["METHOD"] == "auto" else cfg["METHOD"]
+
+
 def check_config(cfg: dict) -> None:
     try:
         preset_kwargs(cfg["AUGMENTATION"])
     except ValueError as err:
         raise UserError(f"--AUGMENTATION={cfg['AUGMENTATION']}: {err}") from None
-    require(cfg["METHOD"] in RECIPES, f"--METHOD={cfg['METHOD']}: choose one of {', '.join(RECIPES)}")
+    require(cfg["METHOD"] in ("auto", *RECIPES), f"--METHOD={cfg['METHOD']}: choose auto, {', '.join(RECIPES)}")
     require(cfg["BACKBONE"] in BACKBONES,
             f"--BACKBONE={cfg['BACKBONE']}: choose one of {', '.join(BACKBONES)}")
-    require(cfg["METHOD"] != "mae" or cfg["BACKBONE"] in VITS,
+    require(method_of(cfg) != "mae" or cfg["BACKBONE"] in VITS,
             f"--METHOD=mae masks patches, so it needs a ViT: --BACKBONE={' or '.join(VITS)}")
     require(cfg["BACKBONE"] not in VITS or (cfg["PATCH_SIZE"] >= 1 and cfg["INPUT_SIZE"] % cfg["PATCH_SIZE"] == 0),
             f"--PATCH_SIZE={cfg['PATCH_SIZE']} must divide --INPUT_SIZE={cfg['INPUT_SIZE']} for a ViT")
@@ -214,12 +220,13 @@ def main(argv):
     workers = loader_workers(cfg["NUM_WORKERS"])
     accelerator, precision = choose_hardware(cfg)
     pipeline = cfg["PIPELINE"] if cfg["PIPELINE"] != "auto" else "device" if accelerator == "gpu" else "decode"
-    recipe = RECIPES[cfg["METHOD"]]
+    method = method_of(cfg)
+    recipe = RECIPES[method]
     lr = cfg["LR"] or recipe.base_lr
     weight_decay = cfg["WEIGHT_DECAY"] if cfg["WEIGHT_DECAY"] >= 0 else recipe.weight_decay
     temperature = cfg["TEMPERATURE"] or preset_temperature(cfg["AUGMENTATION"])
     nn_bank_size = cfg["NN_BANK_SIZE"] or max(1, len(train_files) // NN_BANK_SHARE)
-    resolved = {"data_dir": str(Path(cfg["DATA_DIR"]).resolve()), "channels": channels,
+    resolved = {"data_dir": str(Path(cfg["DATA_DIR"]).resolve()), "method": method, "channels": channels,
                 "n_train": len(train_files), "n_val": len(val_files), "num_workers": workers,
                 "accelerator": accelerator, "precision": precision, "pipeline": pipeline, "optimizer": recipe.optimizer,
                 "base_lr": lr, "peak_lr": peak_lr(recipe, lr, cfg["BATCH_SIZE"]), "weight_decay": weight_decay,
@@ -241,7 +248,7 @@ def main(argv):
                        cfg["BATCH_SIZE"], workers, pin_memory=accelerator == "gpu",
                        channels_last=accelerator == "gpu", pipeline=pipeline, cache_dir=run_dir / "cache",
                        cache_side=cfg["CACHE_SIZE"], stretch=cfg["STRETCH"])
-    model = SSLModel(method=cfg["METHOD"], backbone=cfg["BACKBONE"], in_channels=channels,
+    model = SSLModel(method=method, backbone=cfg["BACKBONE"], in_channels=channels,
                      input_size=cfg["INPUT_SIZE"], augmentation=cfg["AUGMENTATION"], stretch=cfg["STRETCH"],
                      proj_hidden_dim=cfg["PROJ_HIDDEN_DIM"], proj_out_dim=cfg["PROJ_OUT_DIM"],
                      pred_hidden_dim=cfg["PRED_HIDDEN_DIM"], temperature=temperature,

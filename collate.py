@@ -96,6 +96,12 @@ PRESETS = {
 # galaxies: it raised precision@10 on MiraBest and on Galaxy Zoo (README "Retrieval quality").
 TEMPERATURES = {"allsky": 0.5, "astro": 0.2, "radio": 0.2, "natural": 0.5}
 
+# Self-supervised method that goes with each preset (SSL_Train.py's METHOD=auto takes it from here).
+# DINO (Caron et al. 2021) gave galaxies the best neighbours of the methods tried on Galaxy Zoo and
+# the demo sample, SimCLR (Chen et al. 2020) radio sources (README "Retrieval quality"); the all-sky
+# and natural presets keep SimCLR, the method they were measured with.
+METHODS = {"allsky": "simclr", "astro": "dino", "radio": "simclr", "natural": "simclr"}
+
 
 def preset_kwargs(spec: str) -> dict:
     """The SimCLRTransform arguments of a preset spec: a preset name, optionally followed by
@@ -136,6 +142,11 @@ def preset_name(spec: str) -> str:
 def preset_temperature(spec: str) -> float:
     """The NT-Xent temperature of a preset spec's preset (changes after ":" do not alter it)."""
     return TEMPERATURES[preset_name(spec)]
+
+
+def preset_method(spec: str) -> str:
+    """The self-supervised method of a preset spec's preset (changes after ":" do not alter it)."""
+    return METHODS[preset_name(spec)]
 
 
 def _simclr_defaults() -> dict:

@@ -6,9 +6,10 @@ import torch
 from conftest import GALAXIES, THEMIS
 from PIL import Image
 
-from collate import (PRESETS, TEMPERATURES, BatchAugment, eval_transform, normalization, normalize_stored,
-                     preset_kwargs, preset_settings, preset_temperature, train_transform)
+from collate import (METHODS, PRESETS, TEMPERATURES, BatchAugment, eval_transform, normalization, normalize_stored,
+                     preset_kwargs, preset_method, preset_settings, preset_temperature, train_transform)
 from spacessl.images import load_image, read_image
+from spacessl.methods import RECIPES
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -78,6 +79,14 @@ def test_every_preset_has_a_temperature_that_trial_changes_keep():
     assert preset_temperature("radio:min_scale=0.5") == preset_temperature("radio") == 0.2
     with pytest.raises(ValueError, match="unknown augmentation preset 'sky'"):
         preset_temperature("sky")
+
+
+def test_every_preset_has_a_method_that_trial_changes_keep():
+    assert set(METHODS) == set(PRESETS) and set(METHODS.values()) <= set(RECIPES)
+    assert preset_method("astro:min_scale=0.5") == preset_method("astro") == "dino"
+    assert preset_method("allsky") == "simclr"
+    with pytest.raises(ValueError, match="unknown augmentation preset 'sky'"):
+        preset_method("sky")
 
 
 def test_eval_transform_is_deterministic_and_resizes_the_whole_image():

@@ -179,7 +179,7 @@ def test_mae_round_trips_through_a_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["--METHOD=mae"], "--METHOD=mae masks patches, so it needs a ViT"),
-    (["--METHOD=swav"], "--METHOD=swav: choose one of simclr, simsiam, byol, nnclr, dino, mae"),
+    (["--METHOD=swav"], "--METHOD=swav: choose auto, simclr, simsiam, byol, nnclr, dino, mae"),
     (["--METHOD=nnclr", "--NN_BANK_SIZE=-1"], "--NN_BANK_SIZE=-1: 0 (auto) or a number of embeddings"),
     (["--BACKBONE=vit_tiny", "--PATCH_SIZE=7"], "--PATCH_SIZE=7 must divide --INPUT_SIZE=32"),
     (["--METHOD=mae", *VIT, "--MASK_RATIO=1"], "--MASK_RATIO=1.0: must be in (0, 1)"),

@@ -11,7 +11,7 @@ import torch
 from conftest import GALAXIES, ROOT, THEMIS, TINY, copy_images, run_cli
 from PIL import Image
 
-from collate import TEMPERATURES
+from collate import METHODS, TEMPERATURES
 
 import SSL_Train
 
@@ -37,6 +37,9 @@ def test_one_epoch_writes_checkpoints_config_and_logs(trained_run):
     # TEMPERATURE=0 (the default) trains with the preset's temperature and says which in the config.
     assert config["hyperparameters"]["TEMPERATURE"] == 0
     assert hp["temperature"] == config["resolved"]["temperature"] == TEMPERATURES["astro"] > 0
+    # METHOD=auto (the default) trains with the preset's method.
+    assert config["hyperparameters"]["METHOD"] == "auto"
+    assert hp["method"] == config["resolved"]["method"] == METHODS["astro"]
     assert not [p for p in trained_run.iterdir() if p.name.endswith(".tmp")]
 
 
