@@ -76,39 +76,40 @@ INPUT_SIZE = 0                   # px the network sees; 0 = the set's (SETS belo
 # -----------------------------------------------------------------------------------------------
 
 # SSL_Train.py settings of each row; every row also gets the set's INPUT_SIZE, the seed, EPOCHS
-# and BATCH_SIZE. Each row names all it changes, so it means the same whatever the defaults are:
+# and BATCH_SIZE. Each row names all it changes (its method too: METHOD=auto follows the preset), so
+# it means the same whatever the defaults are:
 # "before" is the galaxy recipe before this ablation (the astro preset until 2026-11-28), "tuned"
 # the one it chose for radio sources (the radio preset with temperature 0.2).
 BEFORE_AUGMENTATION = "astro:min_scale=0.6,gaussian_blur=0.5,rr_degrees=180,rr_prob=1"
 NOCROP_AUGMENTATION = f"{BEFORE_AUGMENTATION},min_scale=1.0,gaussian_blur=0,rr_degrees=none,rr_prob=0.5"
 ROW_SETTINGS = {
-    "before": ["--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION}"],
-    "noblur": ["--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION},gaussian_blur=0"],
-    "crop02": ["--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION},min_scale=0.2"],
-    "jitter08": ["--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION},cj_bright=0.8,cj_contrast=0.8"],
-    "temp02": ["--TEMPERATURE=0.2", f"--AUGMENTATION={BEFORE_AUGMENTATION}"],
-    "temp01": ["--TEMPERATURE=0.1", f"--AUGMENTATION={BEFORE_AUGMENTATION}"],
+    "before": ["--METHOD=simclr", "--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION}"],
+    "noblur": ["--METHOD=simclr", "--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION},gaussian_blur=0"],
+    "crop02": ["--METHOD=simclr", "--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION},min_scale=0.2"],
+    "jitter08": ["--METHOD=simclr", "--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION},cj_bright=0.8,cj_contrast=0.8"],
+    "temp02": ["--METHOD=simclr", "--TEMPERATURE=0.2", f"--AUGMENTATION={BEFORE_AUGMENTATION}"],
+    "temp01": ["--METHOD=simclr", "--TEMPERATURE=0.1", f"--AUGMENTATION={BEFORE_AUGMENTATION}"],
     # The three single changes that each raised precision@10 on MiraBest, together.
-    "tuned": ["--TEMPERATURE=0.2", "--AUGMENTATION=radio"],
+    "tuned": ["--METHOD=simclr", "--TEMPERATURE=0.2", "--AUGMENTATION=radio"],
     # The same without the smaller crops, the one change that also cost MiraBest linear and few-shot accuracy.
-    "softer": ["--TEMPERATURE=0.2", f"--AUGMENTATION={BEFORE_AUGMENTATION},gaussian_blur=0"],
+    "softer": ["--METHOD=simclr", "--TEMPERATURE=0.2", f"--AUGMENTATION={BEFORE_AUGMENTATION},gaussian_blur=0"],
     # Quarter turns and mirrorings instead of any angle: lightly rotates after cropping, so an
     # arbitrary angle brings black corners into a view of a galaxy on a noisy sky, which no search
     # image has (radio cutouts are black around the source anyway).
-    "d4": ["--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION},rr_degrees=none,rr_prob=0.5"],
-    "d4soft": ["--TEMPERATURE=0.2", f"--AUGMENTATION={BEFORE_AUGMENTATION},gaussian_blur=0,rr_degrees=none,rr_prob=0.5"],
+    "d4": ["--METHOD=simclr", "--TEMPERATURE=0.5", f"--AUGMENTATION={BEFORE_AUGMENTATION},rr_degrees=none,rr_prob=0.5"],
+    "d4soft": ["--METHOD=simclr", "--TEMPERATURE=0.2", f"--AUGMENTATION={BEFORE_AUGMENTATION},gaussian_blur=0,rr_degrees=none,rr_prob=0.5"],
     # No crop at all (min_scale 1: RandomResizedCrop then keeps the whole square image): every
     # crop is also stretched by up to 4/3 in one direction, which changes the axis ratio that tells
     # an edge-on disc or an elongated elliptical from a round one; galaxies are centred anyway.
     # Best on Galaxy Zoo and the demo: the astro preset since 2026-11-28.
-    "nocrop": ["--TEMPERATURE=0.2", f"--AUGMENTATION={NOCROP_AUGMENTATION}"],
+    "nocrop": ["--METHOD=simclr", "--TEMPERATURE=0.2", f"--AUGMENTATION={NOCROP_AUGMENTATION}"],
     # `nocrop` with Gaussian noise (up to 5 % of the pixel range per view): whole views of one
     # cutout otherwise share its exact sky noise, an identity cue that is not morphology.
-    "noise05": ["--TEMPERATURE=0.2", f"--AUGMENTATION={NOCROP_AUGMENTATION},noise=0.05"],
+    "noise05": ["--METHOD=simclr", "--TEMPERATURE=0.2", f"--AUGMENTATION={NOCROP_AUGMENTATION},noise=0.05"],
     # `nocrop` with square crops of at least half the area: a view zooms into the centred galaxy
     # without stretching it, and field stars near the edge leave some views (an identity cue
     # that whole views share exactly).
-    "zoom05": ["--TEMPERATURE=0.2", f"--AUGMENTATION={NOCROP_AUGMENTATION},min_scale=0.5,max_ratio=1"],
+    "zoom05": ["--METHOD=simclr", "--TEMPERATURE=0.2", f"--AUGMENTATION={NOCROP_AUGMENTATION},min_scale=0.5,max_ratio=1"],
     # `nocrop` trained by NNCLR: each view's positive is its nearest neighbour among recent
     # training embeddings, so similar galaxies are pulled together, not only views of one image.
     "nnclr": ["--METHOD=nnclr", "--TEMPERATURE=0.2", f"--AUGMENTATION={NOCROP_AUGMENTATION}"],

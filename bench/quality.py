@@ -35,7 +35,8 @@ from spacessl.runs import new_output_dir  # noqa: E402
 # ---- hyperparameters --------------------------------------------------------------------------
 SHARED = "../shared/data"        # the read-only archive copies
 SETS = "galaxyzoo,mirabest"      # which data sets to run, comma-separated
-METHODS = "simclr"               # self-supervised methods trained on each set, comma-separated: simclr | simsiam | byol | nnclr | dino | mae
+METHODS = "auto"                 # self-supervised methods trained on each set, comma-separated: auto (the preset's,
+                                 # as SSL_Train.py's default) | simclr | simsiam | byol | nnclr | dino | mae
 MAE_BACKBONE = "vit_tiny"        # ViT for mae (the others train SSL_Train.py's default resnet18)
 MAE_PATCH_SIZE = 8               # px patches for mae: 48 or 64 px inputs give 36 or 64 patches
 OUT_DIR = "checkpoints"          # the benchmark's run folder goes here
@@ -113,7 +114,7 @@ def bench_set(cfg: dict, name: str, method: str, data: Path, out: Path, baseline
     results = json.loads((result_dir / "results.json").read_text())
     config = json.loads((out / "runs" / run_name / "config.json").read_text())
     epochs = config["hyperparameters"]["MAX_EPOCHS"]
-    return {"set": name, "method": method, "results": results, "train_seconds": train_seconds,
+    return {"set": name, "method": config["resolved"]["method"], "results": results, "train_seconds": train_seconds,
             "seconds_per_epoch": train_seconds / epochs, "probe_seconds": probe_seconds,
             "epochs": epochs, "input_size": config["hyperparameters"]["INPUT_SIZE"],
             "n_train": config["resolved"]["n_train"], "probe_dir": str(result_dir)}
@@ -128,8 +129,8 @@ def main(argv):
     rows, report = [], []
     methods = [m.strip() for m in cfg["METHODS"].split(",") if m.strip()]
     for method in methods:
-        if method not in RECIPES:
-            raise UserError(f"--METHODS: unknown method {method!r} ({', '.join(RECIPES)})")
+        if method not in ("auto", *RECIPES):
+            raise UserError(f"--METHODS: unknown method {method!r} (auto, {', '.join(RECIPES)})")
     for name in [s.strip() for s in cfg["SETS"].split(",") if s.strip()]:
         if name not in ("galaxyzoo", "mirabest"):
             raise UserError(f"--SETS: unknown set {name!r} (galaxyzoo, mirabest)")
