@@ -293,7 +293,7 @@ def main(argv):
 
     if trainer.global_rank == 0:
         std = trainer.callback_metrics.get("val_output_std" if val_files else "train_output_std")
-        healthy = 1 / math.sqrt(cfg["PROJ_OUT_DIM"])
+        healthy = 1 / math.sqrt(model.objective.output_dim)
         if std is not None:
             print(f"collapse monitor: output std {float(std):.4f} (healthy ~{healthy:.4f}, collapsed 0)")
         print(f"best checkpoint: {best.best_model_path}\nlast checkpoint: {last.best_model_path}")

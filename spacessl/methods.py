@@ -1,8 +1,9 @@
 """The self-supervised objectives, one small class each, sharing one backbone (model.py).
 
 Each objective owns its heads and loss and turns two augmented views (and the training step
-out of the total) into (loss, outputs); the outputs feed the collapse monitor. Embeddings for search always come from the backbone alone, so
-evaluation, probes and maps work the same whatever the method.
+out of the total) into (loss, outputs); the outputs (output_dim wide) feed the collapse monitor.
+Embeddings for search always come from the backbone alone, so evaluation, probes and maps work
+the same whatever the method.
 
   simclr   contrastive, NT-Xent over the batch (Chen et al. 2020, arXiv:2002.05709)
   simsiam  siamese with a predictor and stop-gradient, no negatives (Chen & He 2021,
@@ -83,6 +84,7 @@ class SimCLRObjective(nn.Module):
     def __init__(self, backbone, width: int, hp):
         super().__init__()
         self.projection_head = SimCLRProjectionHead(width, hp.proj_hidden_dim, hp.proj_out_dim)
+        self.output_dim = hp.proj_out_dim
         # gather_distributed: with several GPUs each rank's positives meet every rank's negatives,
         # so the loss equals the single-device loss at the global batch size.
         self.criterion = NTXentLoss(temperature=hp.temperature, gather_distributed=True)
@@ -96,6 +98,7 @@ class SimSiamObjective(nn.Module):
     def __init__(self, backbone, width: int, hp):
         super().__init__()
         self.projection_head = SimSiamProjectionHead(width, hp.proj_hidden_dim, hp.proj_out_dim)
+        self.output_dim = hp.proj_out_dim
         self.prediction_head = SimSiamPredictionHead(hp.proj_out_dim, hp.pred_hidden_dim, hp.proj_out_dim)
         self.criterion = NegativeCosineSimilarity()
 
@@ -136,6 +139,7 @@ class BYOLObjective(MomentumTarget):
     def __init__(self, backbone, width: int, hp):
         super().__init__()
         self.projection_head = BYOLProjectionHead(width, hp.proj_hidden_dim, hp.proj_out_dim)
+        self.output_dim = hp.proj_out_dim
         self.prediction_head = BYOLPredictionHead(hp.proj_out_dim, hp.pred_hidden_dim, hp.proj_out_dim)
         self.keep_target(backbone, copy.deepcopy(self.projection_head), hp.momentum_start)
         self.criterion = NegativeCosineSimilarity()
@@ -152,6 +156,7 @@ class NNCLRObjective(nn.Module):
     def __init__(self, backbone, width: int, hp):
         super().__init__()
         self.projection_head = NNCLRProjectionHead(width, hp.proj_hidden_dim, hp.proj_out_dim)
+        self.output_dim = hp.proj_out_dim
         self.prediction_head = NNCLRPredictionHead(hp.proj_out_dim, hp.pred_hidden_dim, hp.proj_out_dim)
         # The support set: projections of the last nn_bank_size training images (a FIFO queue,
         # random unit vectors until filled). Not saved in checkpoints: it refills within
@@ -181,6 +186,7 @@ class DINOObjective(MomentumTarget):
         # The teacher starts as the student: DINO's reference code loads the student's weights
         # (the head's weight-normalised last layer cannot be deep-copied).
         teacher_head.load_state_dict(self.projection_head.state_dict())
+        self.output_dim = DINO_PROTOTYPES
         self.keep_target(backbone, teacher_head, hp.momentum_start)
         self.criterion = DINOLoss(DINO_PROTOTYPES, teacher_temp=DINO_TEACHER_TEMP, student_temp=DINO_STUDENT_TEMP)
 
@@ -201,6 +207,7 @@ class MAEObjective(nn.Module):
     def __init__(self, backbone, width: int, hp):
         super().__init__()
         self.patch_size, self.mask_ratio = hp.patch_size, hp.mask_ratio
+        self.output_dim = width
         self.sequence_length = backbone.sequence_length  # patches + class token
         self.mask_token = nn.Parameter(torch.zeros(1, 1, hp.decoder_dim))
         nn.init.normal_(self.mask_token, std=0.02)  # as the MAE reference code

@@ -53,6 +53,17 @@ def test_each_method_trains_one_epoch_and_embeds(method, galaxies, tmp_path):
     assert len(table) == 3
 
 
+@pytest.mark.parametrize("method", list(SETTINGS))
+def test_each_method_declares_the_width_of_its_monitored_outputs(method):
+    # The collapse monitor's healthy level, 1/sqrt(width), must use the width the outputs have.
+    model = SSLModel(method=method, backbone="vit_tiny" if method == "mae" else "resnet18", input_size=32,
+                     patch_size=8, proj_hidden_dim=32, proj_out_dim=16, pred_hidden_dim=8, decoder_dim=32,
+                     decoder_layers=1)
+    views = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    _, outputs = model.objective(model.backbone, *views, 0, 1)
+    assert outputs.shape == (4, model.objective.output_dim)
+
+
 @pytest.mark.parametrize("method,optimizer", [("simclr", "LARS"), ("simsiam", "SGD"), ("byol", "LARS"),
                                               ("nnclr", "LARS"), ("dino", "SGD"), ("mae", "AdamW")])
 def test_each_method_uses_its_published_optimiser(method, optimizer):
