@@ -1,6 +1,6 @@
 """Quality benchmark: train on two real labelled sets on this CPU, then score the embeddings.
 
-Usage (from the repository root, with ../shared beside it; about 40 minutes on 2 CPU cores):
+Usage (from the repository root, with ../shared beside it; about 45 minutes of training and scoring on 2 CPU cores):
     .venv/bin/python bench/quality.py
     .venv/bin/python bench/quality.py --SETS=mirabest --MIRABEST_EPOCHS=5    # a quick look
     .venv/bin/python bench/quality.py --SETS=mirabest --METHODS=simclr,simsiam,byol,mae --MIRABEST_EPOCHS=40
@@ -43,10 +43,10 @@ OUT_DIR = "checkpoints"          # the benchmark's run folder goes here
 GALAXY_CROP = 256                # px kept from the centre of each 423 px SDSS cutout
 GALAXY_STORED = 64               # px side of the resized copies
 GALAXY_INPUT = 48                # px crops the network sees
-GALAXY_EPOCHS = 22               # fits in ~20 min here
+GALAXY_EPOCHS = 7                # the default's (dino) 27 min of training here (bench/ablation.py, 2026-12-02)
 MIRABEST_STORED = 80             # px side of the resized copies
 MIRABEST_INPUT = 64              # px crops the network sees
-MIRABEST_EPOCHS = 80             # fits in ~20 min here, kNN monitor included
+MIRABEST_EPOCHS = 25             # the default's (simclr) 11 min of training here (bench/ablation.py, 2026-12-02)
 GALAXY_RECIPE = "--AUGMENTATION=astro"                        # SSL_Train.py settings for galaxies
 MIRABEST_RECIPE = "--AUGMENTATION=radio"   # for radio sources, with its temperature 0.2 (README "Retrieval quality")
 BATCH_SIZE = 128                 # training batch for both sets
