@@ -97,9 +97,9 @@ PRESETS = {
 TEMPERATURES = {"allsky": 0.5, "astro": 0.2, "radio": 0.2, "natural": 0.5}
 
 # Self-supervised method that goes with each preset (SSL_Train.py's METHOD=auto takes it from here).
-# DINO (Caron et al. 2021) gave galaxies the best neighbours of the methods tried on Galaxy Zoo and
-# the demo sample, SimCLR (Chen et al. 2020) radio sources (README "Retrieval quality"); the all-sky
-# and natural presets keep SimCLR, the method they were measured with.
+# DINO (Caron et al. 2021) gave the best neighbours of the methods tried on Galaxy Zoo's 6,664
+# cutouts, SimCLR (Chen et al. 2020) on MiraBest's radio sources, where DINO lost (README
+# "Retrieval quality"); the all-sky and natural presets keep SimCLR, the method they were measured with.
 METHODS = {"allsky": "simclr", "astro": "dino", "radio": "simclr", "natural": "simclr"}
 
 
