@@ -160,16 +160,17 @@ def labelled(images: Path, labels_csv: Path, merge: str):
 
 
 @torch.no_grad()
-def feature_sets(model, images: Path, names: list, workers: int) -> dict:
+def feature_sets(model, images: Path, names: list, workers: int, teacher: bool = False) -> dict:
     """The vectors a search could use, for every image: "pool" (the backbone's pooled output,
     what model.embed gives), "l3+l4" (layer3 and layer4 each average-pooled and L2-normalised,
-    side by side) and, for models with one, "proj" (the projection head's output) and "teacher"
-    (the momentum target's backbone, pooled: what DINO's authors evaluate, sec. 5.1 and fig. 6)."""
+    side by side) and, for models with one, "proj" (the projection head's output) and, when
+    `teacher` is asked for, "teacher" (the momentum target's backbone, pooled: what DINO's authors
+    evaluate, sec. 5.1 and fig. 6; a second forward pass, so only on request)."""
     loader = DataLoader(eval_dataset(model, images, names), batch_size=256, num_workers=workers,
                         collate_fn=collate_readable)
     net, out = model.backbone, {"pool": [], "l3+l4": [], "proj": [], "teacher": []}
     head = getattr(model.objective, "projection_head", None)
-    teacher = getattr(model.objective, "backbone_momentum", None)
+    target = getattr(model.objective, "backbone_momentum", None) if teacher else None
     model.eval()
     for batch, _ in loader:
         x = net.maxpool(net.relu(net.bn1(net.conv1(batch))))
@@ -180,8 +181,8 @@ def feature_sets(model, images: Path, names: list, workers: int) -> dict:
         out["l3+l4"].append(torch.cat([F.normalize(l3.mean(dim=(2, 3)), dim=1), F.normalize(pooled, dim=1)], dim=1))
         if head is not None:
             out["proj"].append(head(pooled))
-        if teacher is not None:
-            out["teacher"].append(teacher(batch))
+        if target is not None:
+            out["teacher"].append(target(batch))
     return {kind: F.normalize(torch.cat(parts), dim=1).numpy() for kind, parts in out.items() if parts}
 
 
@@ -228,6 +229,7 @@ def main(argv):
         if r not in ROW_SETTINGS:
             raise UserError(f"--ROWS: unknown row {r!r} ({', '.join(ROW_SETTINGS)})")
     seeds = [int(s) for s in cfg["SEEDS"].split(",")]
+    wants_teacher = "teacher" in cfg["FEATURES"].split(",")
     side = cfg.get(settings["side"], DEMO_SIDE)
     input_size = cfg["INPUT_SIZE"] or settings["input"]
     if not 0 < input_size <= side:
@@ -262,13 +264,13 @@ def main(argv):
                 print(f"{run_name}: validation kNN accuracy after each epoch: {knn_by_epoch(checkpoint.parent)}", flush=True)
             model = load_model(checkpoint)
             architecture = dict(model.hparams)
-            features = feature_sets(model, images, names, cfg["NUM_WORKERS"])
+            features = feature_sets(model, images, names, cfg["NUM_WORKERS"], teacher=wants_teacher)
             append(results, [{**r, "train_min": round(minutes, 1)}
                              for r in score(name, seed, features, classes, names, cfg)])
     if cfg["RANDOM_BASELINE"]:
         for seed in seeds:
             torch.manual_seed(seed)
-            features = feature_sets(SSLModel(**architecture), images, names, cfg["NUM_WORKERS"])
+            features = feature_sets(SSLModel(**architecture), images, names, cfg["NUM_WORKERS"], teacher=wants_teacher)
             append(results, score("random_weights", seed, features, classes, names, cfg))
             pixels = raw_pixel_embeddings(images, names, architecture["in_channels"], 32, 128, seed)
             append(results, score("raw_pixels", seed, {"pixels": pixels}, classes, names, cfg))
