@@ -48,6 +48,8 @@ HNSW_EF_START = 16        # first efSearch tried when tuning (at least RECALL_K 
 HNSW_EF_MAX = 4096        # efSearch is not raised beyond this; the recall it gives is then said
 HNSW_UPPER_LEVELS = 1.1   # HNSW links: 2M per vector on level 0, about 10 % more on the levels above
 AUTO_RAM_SHARE = 0.5      # auto: HNSW only if its memory fits in this share of the machine's RAM
+IVF_PARALLEL_MODE = 1     # FAISS threads share one query's probed cells (its default, 0, gives each thread whole
+                          # queries: one query, as SSL_Evaluate.py asks, then runs on one core; README, "Search")
 
 
 @dataclass(frozen=True)
@@ -148,10 +150,12 @@ def tune(measure, first: int, last: int, target: float) -> tuple:
 
 
 def set_effort(index, kind: str, effort: int) -> None:
+    """The tuned search effort and, for IVF, how threads share a query; after a build and after loading."""
     if kind == "hnsw":
         index.hnsw.efSearch = effort
     else:
         index.nprobe = effort
+        index.parallel_mode = IVF_PARALLEL_MODE
 
 
 def describe(info: dict) -> str:

@@ -98,6 +98,20 @@ def test_an_index_built_for_another_target_is_rebuilt(tmp_path, caplog):
     assert "reusing" not in caplog.text and high["nprobe"] > low["nprobe"] and high["recall_at_10"] >= 0.99
 
 
+def test_ivf_threads_share_one_query_after_build_and_reuse(tmp_path):
+    # FAISS's default gives each thread whole queries, so the one query a user asks ran on one
+    # core; the index is set to share its probed cells out, and the neighbours do not change.
+    x = realistic(5000)
+    source = {"data_sha256": "abc"}
+    args = (IndexSettings("ivf-sq8", nlist=50, nprobe=10), 0)
+    built, _ = cached_index(x, tmp_path, source, *args)
+    reused, _ = cached_index(x, tmp_path, source, *args)
+    assert built.parallel_mode == reused.parallel_mode == index_module.IVF_PARALLEL_MODE != 0
+    shared = [search(reused, q, 10)[0] for q in x[:20]]
+    reused.parallel_mode = 0
+    assert all(np.array_equal(a, search(reused, q, 10)[0]) for a, q in zip(shared, x[:20]))
+
+
 def test_index_is_reused_and_a_half_built_one_is_rebuilt(tmp_path, caplog):
     x = clustered(1500)
     source = {"data_sha256": "abc"}
