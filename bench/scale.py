@@ -348,6 +348,8 @@ def one_at_a_time_ms(index, queries) -> float:
 def search_figures(cfg, n: int, distribution: str, workdir: Path) -> list:
     """One row per index kind: build time, memory, the tuned setting with its recall@10 against
     exact search, and ms per single query; exact search's ms per query (batched) beside it."""
+    import faiss
+
     from spacessl.index import IndexSettings, build_index, describe, index_bytes
 
     vectors = search_vectors_file(workdir / f"vectors_{distribution}_{n}.npy", n, distribution, cfg)
@@ -369,7 +371,7 @@ def search_figures(cfg, n: int, distribution: str, workdir: Path) -> list:
         # replaced (spacessl/index.py, IVF_PARALLEL_MODE): the gain of sharing one query's cells.
         default_threads = {}
         if kind != "hnsw":
-            index.parallel_mode = 0
+            faiss.extract_index_ivf(index).parallel_mode = 0
             default_threads = {"ms/query, FAISS default threads": one_at_a_time_ms(index, queries)}
         rows.append({"vectors": n, "distribution": distribution, **hardness, "index": kind,
                      "build (s)": round(build, 1),

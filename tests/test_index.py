@@ -4,6 +4,7 @@ a recall target, the kind chosen by memory, and a half-built or outdated index o
 import json
 import logging
 
+import faiss
 import numpy as np
 import pytest
 
@@ -38,7 +39,7 @@ def test_an_index_probing_every_cell_searches_exactly():
     np.testing.assert_allclose(dist, 1 - x[expected] @ x[3], atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["ivf-flat", "ivf-sq8"])
+@pytest.mark.parametrize("kind", ["ivf-flat", "ivf-sq8", "ivf-pca"])
 def test_large_sets_get_an_ivf_index_with_measured_recall(kind):
     # No cluster structure: neighbours spread over many cells, so probing fewer cells must cost recall.
     x = clustered(3000, clusters=1, seed=1)
@@ -112,6 +113,31 @@ def test_ivf_threads_share_one_query_after_build_and_reuse(tmp_path):
     assert all(np.array_equal(a, search(reused, q, 10)[0]) for a, q in zip(shared, x[:20]))
 
 
+def test_ivf_pca_is_tuned_to_the_target_and_reused_as_built(tmp_path, monkeypatch):
+    monkeypatch.setattr(index_module, "PCA_DIM", 32)  # half of the test vectors' 64 dimensions
+    x = realistic(20000)
+    source = {"data_sha256": "abc"}
+    built, info = cached_index(x, tmp_path, source, IndexSettings("ivf-pca", recall_target=0.95), 0)
+    assert info["type"] == "ivf-pca" and info["recall_at_10"] >= 0.95 and 1 < info["nprobe"] < info["nlist"]
+    assert faiss.downcast_index(built.base_index).chain.at(0).d_out == 32
+    reused, again = cached_index(x, tmp_path, source, IndexSettings("ivf-pca", recall_target=0.95), 0)
+    assert again == info and faiss.extract_index_ivf(reused).nprobe == info["nprobe"]
+    assert reused.k_factor == index_module.REFINE_FACTOR
+    for q in x[:5]:
+        assert np.array_equal(search(built, q, 10)[0], search(reused, q, 10)[0])
+
+
+def test_the_projection_keeps_each_querys_ranking_despite_a_common_mean():
+    # Vectors in an 8-d subspace of 64 plus a mean: projected onto their 8 principal axes, a
+    # query's inner products must differ from the true ones by the same amount for every vector.
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(64, 8)))[0]
+    x = (3 * rng.normal(size=64) + rng.normal(size=(2000, 8)) @ basis.T).astype(np.float32)
+    projected = index_module.projection(x, 8).apply(x)
+    offset = x[:5] @ x.T - projected[:5] @ projected.T
+    np.testing.assert_allclose(offset, np.repeat(offset[:, :1], len(x), axis=1), atol=1e-3 * np.abs(x[:5] @ x.T).max())
+
+
 def test_index_is_reused_and_a_half_built_one_is_rebuilt(tmp_path, caplog):
     x = clustered(1500)
     source = {"data_sha256": "abc"}
@@ -181,7 +207,7 @@ def test_auto_takes_hnsw_when_it_fits_in_half_the_memory_else_8_bit_ivf():
 
 
 @pytest.mark.parametrize("settings, problem", [
-    (dict(kind="ivf"), "--INDEX_KIND=ivf: choose auto, hnsw, ivf-flat, ivf-sq8"),
+    (dict(kind="ivf"), "--INDEX_KIND=ivf: choose auto, hnsw, ivf-flat, ivf-sq8, ivf-pca"),
     (dict(kind="hnsw", nprobe=8), "leave them 0 with --INDEX_KIND=hnsw"),
     (dict(nlist=-1), "--NLIST and --NPROBE must be >= 0"),
     (dict(recall_target=1.5), "--RECALL_TARGET=1.5: must be in (0, 1]"),
