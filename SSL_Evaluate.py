@@ -57,8 +57,8 @@ GRID_COLUMNS = 6                # panels per row in neighbours.png
 PANEL_INCHES = 2.2              # width of one panel in neighbours.png
 GRID_DPI = 100                  # pixels per inch of neighbours.png
 EXACT_LIMIT = 200000            # up to this many images: exact search; above: a FAISS index (recall printed)
-INDEX_KIND = "auto"             # auto (HNSW when it fits in half the RAM, else ivf-sq8) | hnsw (fastest) |
-                                # ivf-flat | ivf-sq8 (8-bit codes, 4x less memory than the others)
+INDEX_KIND = "auto"             # auto (= ivf-pca, the fastest measured: README, Search) | ivf-pca (8-bit, 128
+                                # principal components, re-ranked) | hnsw | ivf-flat | ivf-sq8 (8-bit codes)
 RECALL_TARGET = 0.95            # recall@10 against exact search the index must reach, in (0, 1]: its search
                                 # effort (HNSW efSearch, IVF nprobe) is tuned to it on this archive's own
                                 # embeddings, once, when the index is built

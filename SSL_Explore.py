@@ -35,7 +35,7 @@ SHOWN = 24                      # neighbours and ranked images shown (and export
 THUMB_PX = 128                  # side of the thumbnails, px (made once, cached in <run>/explore/thumbs/)
 MAX_UPLOAD_MB = 50              # largest image file accepted as an upload, MB
 EXACT_LIMIT = 200000            # up to this many images: exact search; above: the run's FAISS index (SSL_Evaluate.py)
-INDEX_KIND = "auto"             # as SSL_Evaluate.py: auto | hnsw | ivf-flat | ivf-sq8; the same settings there and
+INDEX_KIND = "auto"             # as SSL_Evaluate.py: auto | ivf-pca | hnsw | ivf-flat | ivf-sq8; the same settings there and
 RECALL_TARGET = 0.95            # here reuse one index (saved beside the embeddings), other settings build another
 NPROBE = 0                      # IVF cells searched per query: 0 = tuned to RECALL_TARGET | a fixed number
 NLIST = 0                       # IVF cells; 0 = 4 x sqrt(number of images)

@@ -14,10 +14,11 @@ Prints, side by side:
   (c) a plain loop in the style of the original SpaceSSL script: fp32, batch 64, no workers;
 - embedding images/s (evaluation transform, no augmentation);
 - for each distribution of search vectors and size: how hard the set is to index (local
-  intrinsic dimensionality and relative contrast, below), then for IVF-flat, IVF-sq8 and HNSW,
-  build time, memory, the setting tuned to reach RECALL_TARGET (nprobe, efSearch) with its
-  recall@10 against exact search, and ms per single query; exact search's ms per query
-  (batched). The vectors are written to a memory-mapped .npy first (sizes beyond RAM work):
+  intrinsic dimensionality and relative contrast, below), then for IVF-flat, IVF-sq8, IVF-PCA
+  and HNSW, build time, memory, the setting tuned to reach RECALL_TARGET (nprobe, efSearch) with
+  its recall@10 against exact search, and ms per single query (IVF: also with FAISS's default
+  threading, one thread per query); exact search's ms per query (batched). The vectors are
+  written to a memory-mapped .npy first (sizes beyond RAM work):
   "real" is a run's own search vectors (SPECTRUM_RUN; at its own size), "fitted" imitates them
   at any size (a Gaussian with their mean and covariance, normalised), "clustered" is tight
   clusters, the easiest case for IVF. Measuring "real" beside "fitted" and "clustered" at the
@@ -77,8 +78,8 @@ DIM = 512                         # embedding width (resnet18's) of clustered an
 CLUSTERS_PER_MILLION = 2000       # clustered: cluster centres per million vectors
 NOISE = 2.0                       # clustered: per-coordinate noise around a centre (centre coords ~N(0,1));
                                   # 2.0: same-cluster pairs at cosine ~0.2, unrelated pairs at 0 +- 0.04 (512-d)
-INDEX_KINDS = "ivf-flat,ivf-sq8,hnsw"  # indexes measured, each built and tuned to RECALL_TARGET as SSL_Evaluate.py
-                                  # builds it (spacessl/index.py): ivf-flat | ivf-sq8 | hnsw
+INDEX_KINDS = "ivf-flat,ivf-sq8,ivf-pca,hnsw"  # indexes measured, each built and tuned to RECALL_TARGET as
+                                  # SSL_Evaluate.py builds it (spacessl/index.py): ivf-flat | ivf-sq8 | ivf-pca | hnsw
 RECALL_TARGET = 0.95              # recall@10 against exact search each index is tuned to (SSL_Evaluate.py's default)
 NLIST = 0                         # IVF cells; 0 = 4 sqrt(n)
 SEARCH_QUERIES = 200              # queries timed per size

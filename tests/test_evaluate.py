@@ -197,13 +197,15 @@ def test_unreadable_image_in_the_data_set_is_left_out(run, tmp_path, caplog):
 
 
 @pytest.mark.parametrize("settings, said", [
-    ([], "searched with a hnsw index, efSearch 16 (recall@10 1.000"),  # the default: HNSW fits in memory
-    (["--NLIST=4", "--NPROBE=4"], "searched with a ivf-flat index, 4 of 4 cells probed (recall@10 1.000"),
+    ([], "searched with a ivf-pca index, "),  # the default
+    (["--INDEX_KIND=hnsw"], "searched with a hnsw index, efSearch 16 (recall@10 1.000"),
+    (["--INDEX_KIND=ivf-flat", "--NLIST=4", "--NPROBE=4"], "searched with a ivf-flat index, 4 of 4 cells probed (recall@10 1.000"),
 ])
 def test_above_the_exact_limit_search_uses_an_index(run, caplog, settings, said):
     assert evaluate(run) == 0
     names = pd.read_csv(run / "embeddings" / "best__data" / "filenames.csv")["filename"].tolist()
-    # 24 images: HNSW visits at least 16 of them, IVF probes all 4 cells; both must equal exact search.
+    # 24 images: HNSW visits at least 16 of them, IVF probes all 4 cells, ivf-pca re-ranks 32 x 5: all
+    # must equal exact search, distances too (recomputed from the vectors, not the 8-bit codes).
     argv = [f"--QUERY={names[0]}", "--TOP_K=5", "--EXACT_LIMIT=10", *settings]
     with caplog.at_level(logging.INFO, logger="spacessl"):
         assert evaluate(run, *argv) == 0
@@ -218,7 +220,7 @@ def test_above_the_exact_limit_search_uses_an_index(run, caplog, settings, said)
 
 @pytest.mark.parametrize("argv, message", [
     (["--INDEX_KIND=hnsw", "--NPROBE=8"], "--NLIST and --NPROBE shape an IVF index"),
-    (["--INDEX_KIND=annoy"], "--INDEX_KIND=annoy: choose auto, hnsw, ivf-flat, ivf-sq8"),
+    (["--INDEX_KIND=annoy"], "--INDEX_KIND=annoy: choose auto, hnsw, ivf-flat, ivf-sq8, ivf-pca"),
     (["--RECALL_TARGET=0"], "--RECALL_TARGET=0.0: must be in (0, 1]"),
 ])
 def test_impossible_index_settings_give_one_line_errors(run, capsys, argv, message):

@@ -189,21 +189,11 @@ def test_an_index_of_another_kind_is_rebuilt(tmp_path, caplog):
     assert "reusing" not in caplog.text and info["type"] == "hnsw" and hasattr(index, "hnsw")
 
 
-GIB = 2 ** 30
-
-
-def test_auto_takes_hnsw_when_it_fits_in_half_the_memory_else_8_bit_ivf():
-    million = (1_000_000, 512)  # HNSW: 2.0 GB of vectors + 0.3 GB of links
-    assert choose_kind(IndexSettings(), *million, ram=24 * GIB)[0] == "hnsw"
-    kind, why = choose_kind(IndexSettings(), *million, ram=4 * GIB)
-    assert kind == "ivf-sq8" and "would not fit in 2.0 GiB" in why
-    # IVF settings given: the user asked for an IVF index, flat while it fits.
-    assert choose_kind(IndexSettings(nprobe=8), *million, ram=24 * GIB)[0] == "ivf-flat"
-    assert choose_kind(IndexSettings(nlist=100), *million, ram=2 * GIB)[0] == "ivf-sq8"
-    # A kind asked for is taken as asked, whatever the memory.
-    assert choose_kind(IndexSettings("hnsw"), *million, ram=1 * GIB) == ("hnsw", "as asked")
-    _, info = build_index(realistic(2000), IndexSettings(), seed=0, ram=1_000_000)  # 1 MB: HNSW needs ~1.1
-    assert info["type"] == "ivf-sq8" and "would not fit" in info["chosen"]
+def test_auto_builds_ivf_pca_and_other_kinds_are_built_as_asked():
+    assert choose_kind(IndexSettings())[0] == choose_kind(IndexSettings(nprobe=8))[0] == "ivf-pca"
+    assert choose_kind(IndexSettings("hnsw")) == ("hnsw", "as asked")
+    _, info = build_index(realistic(2000), IndexSettings(), seed=0)
+    assert info["type"] == "ivf-pca" and info["chosen"].startswith("auto")
 
 
 @pytest.mark.parametrize("settings, problem", [
