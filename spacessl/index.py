@@ -3,8 +3,8 @@
 Above EXACT_LIMIT images (below it, queries.neighbours searches exactly) one of four indexes,
 all on inner products (= cosine similarity on unit vectors):
   hnsw      a navigable small-world graph (IndexHNSWFlat; Malkov & Yashunin 2018,
-            arXiv:1603.09320): the fastest at a given recall, but it keeps every vector in
-            float32 plus its links (about 2.3 KB per 512-d vector)
+            arXiv:1603.09320): keeps every vector in float32 plus its links (about 2.3 KB per
+            512-d vector); one thread per query, and a long search on hard sets
   ivf-flat  an inverted file that searches only the `nprobe` nearest of `nlist` k-means cells
   ivf-sq8   the same with 8-bit codes: 4x less memory, for archives whose vectors do not fit
   ivf-pca   cells and scan in the first PCA_DIM principal components (8-bit), then the best
@@ -51,8 +51,7 @@ HNSW_EF_CONSTRUCTION = 40  # HNSW candidates kept while linking a new vector (FA
 HNSW_EF_START = 16        # first efSearch tried when tuning (at least RECALL_K + 1, the recall queries' k)
 HNSW_EF_MAX = 4096        # efSearch is not raised beyond this; the recall it gives is then said
 HNSW_UPPER_LEVELS = 1.1   # HNSW links: 2M per vector on level 0, about 10 % more on the levels above
-PCA_DIM = 128             # ivf-pca: principal components its cells are drawn and scanned in (README, "Search":
-                          # 64 to 256 measured on a million vectors)
+PCA_DIM = 128             # ivf-pca: principal components its cells are drawn and scanned in (README, "Search")
 REFINE_FACTOR = 32        # ivf-pca: candidates per neighbour asked that are re-ranked on the whole vectors
 IVF_PARALLEL_MODE = 1     # FAISS threads share one query's probed cells (its default, 0, gives each thread whole
                           # queries: one query, as SSL_Evaluate.py asks, then runs on one core; README, "Search")

@@ -94,12 +94,13 @@ def neighbours(run, query: np.ndarray, k: int, exclude=(), exact_limit: int = 20
         index, info = cached_index(run.vectors, run.cache_dir, source, index_settings, INDEX_SEED)
         log.info("searched with a %s index, %s (recall@10 %.3f against exact search)",
                  info["type"], describe(info), info["recall_at_10"])
-        rows, _ = index_search(on_gpus_if_available(index), query, min(k, available), exclude=exclude)
+        found, _ = index_search(on_gpus_if_available(index), query, min(k, available), exclude=exclude)
         # The index ranks on 8-bit codes (ivf-sq8, ivf-pca): the distances shown, and the order
-        # of the k found, are recomputed from the stored vectors (k rows read).
-        similarity = np.asarray(run.vectors[np.sort(rows)], dtype=np.float32) @ query
+        # of the k found, are recomputed from the stored vectors (k rows read, in file order).
+        found = np.sort(found)
+        similarity = np.asarray(run.vectors[found], dtype=np.float32) @ query
         order = np.argsort(-similarity, kind="stable")
-        rows, distances = np.sort(rows)[order], 1.0 - similarity[order]
+        rows, distances = found[order], 1.0 - similarity[order]
     return pd.DataFrame({"rank": range(1, len(rows) + 1), "filename": [run.names[i] for i in rows],
                          "cosine_distance": np.round(distances, 6)})
 
