@@ -96,11 +96,11 @@ def neighbours(run, query: np.ndarray, k: int, exclude=(), exact_limit: int = 20
                  info["type"], describe(info), info["recall_at_10"])
         found, _ = index_search(on_gpus_if_available(index), query, min(k, available), exclude=exclude)
         # The index ranks on 8-bit codes (ivf-sq8, ivf-pca): the distances shown, and the order
-        # of the k found, are recomputed from the stored vectors (k rows read, in file order).
+        # of the k found, are recomputed exactly from the stored vectors (k rows read, in file
+        # order, so ties fall by row as in exact search).
         found = np.sort(found)
-        similarity = np.asarray(run.vectors[found], dtype=np.float32) @ query
-        order = np.argsort(-similarity, kind="stable")
-        rows, distances = found[order], 1.0 - similarity[order]
+        order, distances = top_k(np.asarray(run.vectors[found], dtype=np.float32), query, len(found))
+        rows = found[order]
     return pd.DataFrame({"rank": range(1, len(rows) + 1), "filename": [run.names[i] for i in rows],
                          "cosine_distance": np.round(distances, 6)})
 
