@@ -19,10 +19,11 @@ Prints, side by side:
   its recall@10 against exact search, and ms per single query (IVF: also with FAISS's default
   threading, one thread per query); exact search's ms per query (batched). The vectors are
   written to a memory-mapped .npy first (sizes beyond RAM work):
-  "real" is a run's own search vectors (SPECTRUM_RUN; at its own size), "fitted" imitates them
-  at any size (a Gaussian with their mean and covariance, normalised), "clustered" is tight
-  clusters, the easiest case for IVF. Measuring "real" beside "fitted" and "clustered" at the
-  run's size says which synthetic set a user's archive resembles;
+  "real" is a run's own search vectors (SPECTRUM_RUN; all, or seeded samples of fewer), "fitted"
+  imitates them at any size (a Gaussian with their mean and covariance, normalised), "clustered"
+  is tight clusters, the easiest case for IVF. Measuring "real" beside "fitted" and "clustered"
+  at the run's size says which synthetic set a user's archive resembles, and at a few sizes
+  below it how each set's difficulty grows with its size;
 - peak resident memory of the process (and peak GPU memory on a GPU).
 On a GPU the step runs in bf16 autocast with channels_last (SSL_Train.py's settings).
 """
@@ -67,8 +68,9 @@ DEVICE = "auto"                   # auto | cpu | cuda
 PIPELINES = "decode,cache,device"  # SSL_Train.py pipelines measured, comma-separated
 COMPILE = "auto"                  # also time the torch.compile'd step: auto (on a GPU; minutes on a CPU) | yes | no
 BUSY_SAMPLE_S = 0.05              # s between samples of GPU utilisation (NVML)
-SEARCH_SIZES = "100000,1000000"   # synthetic vector counts for the search figures; "" = none
-DISTRIBUTIONS = "fitted,clustered"  # search vectors: real (SPECTRUM_RUN's own, at its size; SEARCH_SIZES not used)
+SEARCH_SIZES = "100000,1000000"   # vector counts for the search figures; "" = none (real: all of the run's anyway)
+DISTRIBUTIONS = "fitted,clustered"  # search vectors: real (SPECTRUM_RUN's own: a seeded sample of each SEARCH_SIZES
+                                  # below their count, else all of them)
                                   # | fitted (a Gaussian fitted to SPECTRUM_RUN's search vectors) | clustered (tight
                                   # clusters: IVF's easiest case)
 SPECTRUM_RUN = ""                 # real, fitted: run folder whose search vectors to use / imitate (its images must be
@@ -297,13 +299,14 @@ def run_vectors(cfg) -> np.ndarray:
     return np.asarray(open_run(cfg["SPECTRUM_RUN"], num_workers=0).vectors, dtype=np.float32)
 
 
-def search_vectors_file(path: Path, n: int, distribution: str, cfg) -> np.ndarray:
-    """n unit vectors of the named distribution ("real": all of the run's), written in chunks to
-    a .npy and returned memory-mapped (sizes beyond RAM work)."""
-    if distribution == "real":
-        np.save(path, run_vectors(cfg))
-        return np.load(path, mmap_mode="r")
+def search_vectors_file(path: Path, n: int, distribution: str, cfg, real=None) -> np.ndarray:
+    """n unit vectors of the named distribution ("real": a seeded sample of n of the run's vectors
+    `real`, all of them where n is their count), written in chunks to a .npy and returned
+    memory-mapped (sizes beyond RAM work)."""
     rng = np.random.default_rng(cfg["SEED"])
+    if distribution == "real":
+        np.save(path, real if n == len(real) else real[np.sort(rng.choice(len(real), n, replace=False))])
+        return np.load(path, mmap_mode="r")
     dim = cfg["DIM"]
     if distribution == "fitted":
         mean, factor = fitted_gaussian(cfg)
@@ -346,15 +349,15 @@ def one_at_a_time_ms(index, queries) -> float:
     return round(1000 * (time.perf_counter() - start) / len(queries), 2)
 
 
-def search_figures(cfg, n: int, distribution: str, workdir: Path) -> list:
+def search_figures(cfg, n: int, distribution: str, workdir: Path, real=None) -> list:
     """One row per index kind: build time, memory, the tuned setting with its recall@10 against
-    exact search, and ms per single query; exact search's ms per query (batched) beside it."""
+    exact search, and ms per single query; exact search's ms per query (batched) beside it.
+    `real`: the run's search vectors, for the "real" distribution."""
     import faiss
 
     from spacessl.index import IndexSettings, build_index, describe, index_bytes
 
-    vectors = search_vectors_file(workdir / f"vectors_{distribution}_{n}.npy", n, distribution, cfg)
-    n = len(vectors)
+    vectors = search_vectors_file(workdir / f"vectors_{distribution}_{n}.npy", n, distribution, cfg, real)
     hardness = difficulty(vectors, cfg)
     rng = np.random.default_rng(cfg["SEED"] + 1)
     queries = np.asarray(vectors[np.sort(rng.choice(n, min(cfg["SEARCH_QUERIES"], n), replace=False))])
@@ -395,8 +398,11 @@ def main(argv):
     for distribution in distributions:
         if distribution not in ("real", "fitted", "clustered"):
             raise UserError(f"--DISTRIBUTIONS: unknown {distribution!r} (real, fitted, clustered)")
-    sizes = {d: [0] if d == "real" else [int(s) for s in cfg["SEARCH_SIZES"].split(",") if s.strip()]
-             for d in distributions}
+    sizes = {d: [int(s) for s in cfg["SEARCH_SIZES"].split(",") if s.strip()] for d in distributions}
+    real = None
+    if "real" in distributions:
+        real = run_vectors(cfg)
+        sizes["real"] = sorted({n for n in sizes["real"] if 0 < n < len(real)} | {len(real)})
     if any(sizes.values()):
         from spacessl.index import BUILT_KINDS  # faiss, needed for the search figures only
 
@@ -409,7 +415,7 @@ def main(argv):
     with tempfile.TemporaryDirectory(dir=ROOT / "checkpoints", prefix=".bench_scale-") as workdir:
         for distribution in distributions:
             for n in sizes[distribution]:
-                for row in search_figures(cfg, n, distribution, Path(workdir)):
+                for row in search_figures(cfg, n, distribution, Path(workdir), real):
                     print("  " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
                 (Path(workdir) / f"vectors_{distribution}_{n}.npy").unlink()  # 2 GB per million 512-d vectors
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
