@@ -12,9 +12,10 @@ all on inner products (= cosine similarity on unit vectors):
             of the bytes scanned per vector (Jégou, Douze & Schmid 2011, "Product quantization
             for nearest neighbor search", re-ranking of a coarse search)
 `auto` (the default) is ivf-pca: on every set measured (README, "Search": a million vectors of
-two spectra, ten million of one) it answered fastest at recall@10 0.95 (1M: 0.8 and 1.9 ms,
-against HNSW's 0.9 and 7.5 ms and IVF-sq8's 1.3 and 5.5 ms; 10M: 13.8 ms against IVF-sq8's
-38.4), in a quarter of HNSW's memory and a tenth of its build time.
+three spectra, ten million of one) it answered fastest at recall@10 0.95 (1M: 0.8 and 1.9 ms,
+against HNSW's 0.9 and 7.5 ms and IVF-sq8's 1.3 and 5.5 ms; on a near-isotropic set 11.9 ms
+against IVF-flat's 29.0 and HNSW's 58.2; 10M: 13.8 ms against IVF-sq8's 38.4), in a quarter of
+HNSW's memory and a tenth of its build time.
 Whichever is built, its recall@10 against exact search is measured on sample queries, and its
 search effort (IVF: nprobe; HNSW: efSearch) is tuned there to reach a recall target.
 Vectors are read in chunks, so a memory-mapped .npy larger than RAM can be indexed.
@@ -53,6 +54,8 @@ HNSW_EF_MAX = 4096        # efSearch is not raised beyond this; the recall it gi
 HNSW_UPPER_LEVELS = 1.1   # HNSW links: 2M per vector on level 0, about 10 % more on the levels above
 PCA_DIM = 128             # ivf-pca: principal components its cells are drawn and scanned in (README, "Search")
 REFINE_FACTOR = 32        # ivf-pca: candidates per neighbour asked that are re-ranked on the whole vectors
+REFINE_GROWTH = 4         # ivf-pca: where even every cell falls short of the target, candidates x this, tuned again,
+REFINE_FACTOR_MAX = 1024  # up to this many per neighbour (README, "Search": 10M near-isotropic vectors needed more)
 IVF_PARALLEL_MODE = 1     # FAISS threads share one query's probed cells (its default, 0, gives each thread whole
                           # queries: one query, as SSL_Evaluate.py asks, then runs on one core; README, "Search")
 
@@ -155,7 +158,8 @@ def describe(info: dict) -> str:
     """The tuned search effort in words, e.g. "efSearch 64" or "12 of 4000 cells probed"."""
     if info["type"] == "hnsw":
         return f"efSearch {info['ef_search']}"
-    return f"{info['nprobe']} of {info['nlist']} cells probed"
+    refine = f", {info['refine_factor']} candidates per neighbour re-ranked" if "refine_factor" in info else ""
+    return f"{info['nprobe']} of {info['nlist']} cells probed{refine}"
 
 
 def add_in_chunks(index, vectors) -> None:
@@ -226,8 +230,17 @@ def build_index(vectors, settings: IndexSettings, seed: int):
         set_effort(index, kind, effort)
         return recall_against(index, truth, RECALL_K)
     effort, recall = (fixed, measure(fixed)) if fixed else tune(measure, first, last, settings.recall_target)
+    while kind == "ivf-pca" and not fixed and recall < settings.recall_target and index.k_factor < REFINE_FACTOR_MAX:
+        # Every cell was scanned, so the true neighbours were among the candidates scored on the
+        # leading components, but ranked below those re-ranked: a flat spectrum leaves those
+        # components little of each distance. Re-rank more of them, then tune the cells again.
+        index.k_factor = min(REFINE_GROWTH * index.k_factor, REFINE_FACTOR_MAX)
+        log.info("ivf-pca: recall@%d %.3f with every cell probed; re-ranking %d candidates per neighbour",
+                 RECALL_K, recall, index.k_factor)
+        effort, recall = tune(measure, first, last, settings.recall_target)
     set_effort(index, kind, effort)
-    info = {"type": kind, "chosen": why, **shape, ("ef_search" if kind == "hnsw" else "nprobe"): effort,
+    refine = {"refine_factor": int(index.k_factor)} if kind == "ivf-pca" else {}
+    info = {"type": kind, "chosen": why, **shape, ("ef_search" if kind == "hnsw" else "nprobe"): effort, **refine,
             "recall_target": settings.recall_target, "recall_at_10": recall, "n": n, "dim": dim}
     log.info("%s index over %d vectors: recall@%d %.3f against exact search (%s%s)", kind, n, RECALL_K, recall,
              describe(info), "" if fixed else ", tuned")

@@ -127,6 +127,22 @@ def test_ivf_pca_is_tuned_to_the_target_and_reused_as_built(tmp_path, monkeypatc
         assert np.array_equal(search(built, q, 10)[0], search(reused, q, 10)[0])
 
 
+def test_ivf_pca_re_ranks_more_where_every_cell_falls_short(tmp_path, monkeypatch):
+    # Structureless vectors and 4 of their 32 dimensions: the few candidates scored on those miss
+    # true neighbours even with every cell scanned, so the build re-ranks more and tunes again.
+    monkeypatch.setattr(index_module, "PCA_DIM", 4)
+    monkeypatch.setattr(index_module, "REFINE_FACTOR", 1)
+    x = clustered(3000, clusters=1, seed=1)
+    settings, source = IndexSettings("ivf-pca", nlist=20, recall_target=0.9), {"data_sha256": "abc"}
+    built, info = cached_index(x, tmp_path, source, settings, 0)
+    assert info["recall_at_10"] >= 0.9 and info["refine_factor"] > 1
+    reused, again = cached_index(x, tmp_path, source, settings, 0)
+    assert again == info and reused.k_factor == info["refine_factor"]
+    monkeypatch.setattr(index_module, "REFINE_FACTOR_MAX", 1)  # without re-ranking more: short of the target
+    _, short = build_index(x, settings, 0)
+    assert short["recall_at_10"] < 0.9 and short["nprobe"] == 20
+
+
 def test_the_projection_keeps_each_querys_ranking_despite_a_common_mean():
     # Vectors in an 8-d subspace of 64 plus a mean: projected onto their 8 principal axes, a
     # query's inner products must differ from the true ones by the same amount for every vector.
