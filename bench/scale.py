@@ -275,12 +275,12 @@ def clustered_vectors(rng, size: int, n: int, cfg) -> np.ndarray:
     return centres[rng.integers(0, clusters, size)] + cfg["NOISE"] * rng.normal(size=(size, cfg["DIM"]))
 
 
-def fitted_gaussian(cfg):
-    """(mean, covariance factor) of the search vectors to imitate: those of the run SPECTRUM_RUN
-    (its embeddings after its default post-processing, as SSL_Evaluate.py searches them), else a
-    power law (eigenvalue k ~ k^-SPECTRUM_POWER) in a random rotation."""
-    if cfg["SPECTRUM_RUN"]:
-        vectors = run_vectors(cfg).astype(np.float64)
+def fitted_gaussian(cfg, real=None):
+    """(mean, covariance factor) of the search vectors to imitate: `real`, those of the run
+    SPECTRUM_RUN (run_vectors), else (None) a power law (eigenvalue k ~ k^-SPECTRUM_POWER) in a
+    random rotation."""
+    if real is not None:
+        vectors = real.astype(np.float64)
         mean = vectors.mean(axis=0)
         variance, axes = np.linalg.eigh(np.cov(vectors, rowvar=False))
         return mean, axes * np.sqrt(np.clip(variance, 0, None))
@@ -301,15 +301,15 @@ def run_vectors(cfg) -> np.ndarray:
 
 def search_vectors_file(path: Path, n: int, distribution: str, cfg, real=None) -> np.ndarray:
     """n unit vectors of the named distribution ("real": a seeded sample of n of the run's vectors
-    `real`, all of them where n is their count), written in chunks to a .npy and returned
-    memory-mapped (sizes beyond RAM work)."""
+    `real`, all of them where n is their count; "fitted": imitating `real`, a power law where it is
+    None), written in chunks to a .npy and returned memory-mapped (sizes beyond RAM work)."""
     rng = np.random.default_rng(cfg["SEED"])
     if distribution == "real":
         np.save(path, real if n == len(real) else real[np.sort(rng.choice(len(real), n, replace=False))])
         return np.load(path, mmap_mode="r")
     dim = cfg["DIM"]
     if distribution == "fitted":
-        mean, factor = fitted_gaussian(cfg)
+        mean, factor = fitted_gaussian(cfg, real)
         dim = len(mean)
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
     for start in range(0, n, GENERATE_CHUNK):
@@ -352,7 +352,7 @@ def one_at_a_time_ms(index, queries) -> float:
 def search_figures(cfg, n: int, distribution: str, workdir: Path, real=None) -> list:
     """One row per index kind: build time, memory, the tuned setting with its recall@10 against
     exact search, and ms per single query; exact search's ms per query (batched) beside it.
-    `real`: the run's search vectors, for the "real" distribution."""
+    `real`: the run's search vectors (None without SPECTRUM_RUN), for "real" and "fitted"."""
     import faiss
 
     from spacessl.index import IndexSettings, build_index, describe, index_bytes
@@ -399,9 +399,11 @@ def main(argv):
         if distribution not in ("real", "fitted", "clustered"):
             raise UserError(f"--DISTRIBUTIONS: unknown {distribution!r} (real, fitted, clustered)")
     sizes = {d: [int(s) for s in cfg["SEARCH_SIZES"].split(",") if s.strip()] for d in distributions}
-    real = None
+    # The run's vectors are read once, for every size of "real" and "fitted" (run_vectors opens
+    # the run and its embeddings; without SPECTRUM_RUN "real" is an error and "fitted" a power law).
+    wants_run = "real" in distributions or (cfg["SPECTRUM_RUN"] and "fitted" in distributions)
+    real = run_vectors(cfg) if wants_run else None
     if "real" in distributions:
-        real = run_vectors(cfg)
         sizes["real"] = sorted({n for n in sizes["real"] if 0 < n < len(real)} | {len(real)})
     if any(sizes.values()):
         from spacessl.index import BUILT_KINDS  # faiss, needed for the search figures only
