@@ -94,7 +94,7 @@ def neighbours(run, query: np.ndarray, k: int, exclude=(), exact_limit: int = 20
         index, info = cached_index(run.vectors, run.cache_dir, source, index_settings, INDEX_SEED)
         log.info("searched with a %s index, %s (recall@10 %.3f against exact search)",
                  info["type"], describe(info), info["recall_at_10"])
-        found, _ = index_search(on_gpus_if_available(index), query, min(k, available), exclude=exclude)
+        found = index_search(on_gpus_if_available(index), query, min(k, available), exclude=exclude)
         # The index ranks on 8-bit codes (ivf-sq8, ivf-pca): the distances shown, and the order
         # of the k found, are recomputed exactly from the stored vectors (k rows read, in file
         # order, so ties fall by row as in exact search).
