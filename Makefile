@@ -14,9 +14,10 @@ DEMO_SETTINGS := --DATA_DIR=data/sample/galaxies --AUGMENTATION=astro --INPUT_SI
 
 .PHONY: demo test
 
-$(BIN)/.installed: requirements.txt
+$(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 test: $(BIN)/.installed

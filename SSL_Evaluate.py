@@ -10,9 +10,9 @@ Usage:
 The data set is embedded once into <run>/embeddings/ and reused until the images or the
 checkpoint change. Several comma-separated queries are searched by the mean of their
 embeddings; a query file outside the data set is embedded on the fly. NOT names images the
-results should not be like: with at least two of each, the archive is ranked by the mean of
-the QUERY images plus the direction of a linear classifier of QUERY against NOT
-(spacessl/hunt.py; SSL_Explore.py does the same interactively). Each search prints the
+results should not be like: the archive is then ranked as a hunt, the QUERY images (yes) and
+the NOT images (no) spread over its nearest-neighbour graph (spacessl/hunt.py; SSL_Explore.py
+does the same interactively). Each search prints the
 table and writes <run>/queries/<query>-<time>/: neighbours.csv, neighbours.png, config.json
 (the settings) and, with REPORT, report.html (one self-contained page: the query, its
 neighbours, the map of the data set with both marked, and Grad-CAM maps of what makes the
@@ -27,12 +27,13 @@ import numpy as np
 from spacessl.config import (UserError, atomic_path, format_config, require, resolve_config, run_main, usage,
                              wants_help)
 from spacessl.explain import CAM_LAYERS, explain_pair
-from spacessl.hunt import hunt_direction
+from spacessl.hunt import query_vector
 from spacessl.images import load_image
 from spacessl.index import IndexSettings
 from spacessl.maps import METHODS, MIN_DIST, NEIGHBOURS, PERPLEXITY, draw_scatter, latest_map, project, save_map
 from spacessl.maps import SEED as MAP_SEED
-from spacessl.queries import grid_figure, neighbour_panels, neighbours, resolve_query, split_queries
+from spacessl.queries import (grid_figure, hunt_graph, hunt_neighbours, neighbour_panels, neighbours, resolve_query,
+                              split_queries)
 from spacessl.report import created, file_uri, png_uri, write_page
 from spacessl.runs import new_output_dir, open_run, result_dir
 
@@ -44,8 +45,8 @@ QUERY = ""                      # image(s) to search for: a file name in the dat
 POSTPROCESS = "auto"            # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
                                 # auto (whiten if images >= dimensions, else centre; measured, README "Retrieval
                                 # quality") | whiten (PCA-whitened) | centre | none
-NOT = ""                        # images the results should not be like, as QUERY; with >= 2 of each, the ranking
-                                # adds a classifier of QUERY against NOT (spacessl/hunt.py); "" = none
+NOT = ""                        # images the results should not be like, as QUERY: ranked as a hunt from QUERY (yes)
+                                # and NOT (no) over the archive's neighbour graph (spacessl/hunt.py); "" = none
 TOP_K = 10                      # neighbours to return, >= 1
 DATA_DIR = ""                   # images to search; "" = the folder the run was trained on
 OUTPUT_DIR = ""                 # where results go; "" = inside the run folder, or checkpoints/<run name> here
@@ -158,14 +159,16 @@ def main(argv):
     resolved = [resolve_query(token, data_dir, index_of, run.skipped) for token in tokens]
     unlike = [resolve_query(token, data_dir, index_of, run.skipped) for token in not_tokens]
 
-    def search_vectors(items):
-        return np.stack([vectors[r] if isinstance(r, int) else run.embed(r) for r in items]) if items else \
-            np.empty((0, vectors.shape[1]))
-    query, how = hunt_direction(search_vectors(resolved), search_vectors(unlike))
+    def marks(items):  # rows of the data set as they are, other files embedded on the fly
+        return [r if isinstance(r, int) else run.embed(r) for r in items]
+    exclude = [r for r in resolved + unlike if isinstance(r, int)]
     if unlike:
-        print(f"ranked by the {how}")
-    table = neighbours(run, query, cfg["TOP_K"], [r for r in resolved + unlike if isinstance(r, int)],
-                       cfg["EXACT_LIMIT"], index_settings)
+        graph = hunt_graph(run, cfg["EXACT_LIMIT"], index_settings)
+        table, how = hunt_neighbours(run, graph, marks(resolved), marks(unlike), cfg["TOP_K"], exclude)
+        print(f"ranked by {how}")
+    else:
+        table = neighbours(run, query_vector(np.stack(marks(resolved))), cfg["TOP_K"], exclude,
+                           cfg["EXACT_LIMIT"], index_settings)
     rows = [index_of[name] for name in table.filename]
 
     query_paths = [data_dir / names[r] if isinstance(r, int) else r for r in resolved]

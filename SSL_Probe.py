@@ -26,7 +26,7 @@ from spacessl.baselines import random_init_embeddings, raw_pixel_embeddings
 from spacessl.config import (atomic_path, format_config, parse_value, require, resolve_config, run_main, usage,
                     wants_help, write_json)
 from spacessl.labels import match_labels, read_labels
-from spacessl.metrics import cross_validate, mean_std, precision_at_k
+from spacessl.metrics import cross_validate, mean_std, precision_at_k, precision_per_class
 from spacessl.runs import open_run, result_dir
 
 # ---- hyperparameters --------------------------------------------------------------------------
@@ -69,11 +69,12 @@ def parse_shots(text: str) -> list:
     return sorted(set(shots))
 
 
-def summarise(name: str, scores: dict, precision: float) -> dict:
+def summarise(name: str, scores: dict, precision: float, per_class: dict) -> dict:
     knn, linear = mean_std(scores["knn_accuracy"]), mean_std(scores["linear_accuracy"])
     return {"method": name, "knn_accuracy": knn[0], "knn_accuracy_std": knn[1],
             "linear_accuracy": linear[0], "linear_accuracy_std": linear[1],
-            "precision_at_k": precision}
+            "precision_at_k": precision, "precision_at_k_class_mean": float(np.mean(list(per_class.values()))),
+            **{f"precision_at_k_{c}": v for c, v in per_class.items()}}
 
 
 def few_shot_rows(name: str, scores: dict) -> list:
@@ -159,7 +160,8 @@ def main(argv):
         log.info("scoring %s (%d x %d)", name, *features.shape)
         scores[name] = cross_validate(search[name], classes, cfg["FOLDS"], cfg["KNN_K"], shots,
                                       cfg["LOGREG_C"], cfg["LOGREG_MAX_ITER"], cfg["SEED"], linear_vectors=features)
-        summary.append(summarise(name, scores[name], precision_at_k(search[name], classes, cfg["PRECISION_K"])))
+        summary.append(summarise(name, scores[name], precision_at_k(search[name], classes, cfg["PRECISION_K"]),
+                                 precision_per_class(search[name], classes, cfg["PRECISION_K"])))
         few_shot += few_shot_rows(name, scores[name])
     summary, few_shot = pd.DataFrame(summary), pd.DataFrame(few_shot)
     majority = float(counts.iloc[0] / counts.sum())
@@ -182,11 +184,15 @@ def main(argv):
         "method": summary["method"],
         f"kNN acc (k={cfg['KNN_K']})": [f"{m:.3f} ± {s:.3f}" for m, s in zip(summary.knn_accuracy, summary.knn_accuracy_std)],
         "linear acc": [f"{m:.3f} ± {s:.3f}" for m, s in zip(summary.linear_accuracy, summary.linear_accuracy_std)],
-        f"precision@{cfg['PRECISION_K']}": summary.precision_at_k.map("{:.3f}".format)})
+        f"precision@{cfg['PRECISION_K']}": summary.precision_at_k.map("{:.3f}".format),
+        "class mean": summary.precision_at_k_class_mean.map("{:.3f}".format)})
+    per_class = summary.set_index("method")[[f"precision_at_k_{c}" for c in counts.index]]
+    per_class.columns = [f"{c} ({n})" for c, n in counts.items()]
     curve = few_shot.assign(score=[f"{m:.3f}" for m in few_shot.accuracy]).pivot_table(
         index=["method", "classifier"], columns="shots", values="score", aggfunc="first", sort=False)
     print(f"\n{scores[trained]['folds']}-fold cross-validated, {len(labelled)} labelled images; "
           f"majority class alone: {majority:.3f}\n{shown.to_string(index=False)}\n\n"
+          f"precision@{cfg['PRECISION_K']} per class (images):\n{per_class.round(3).to_string()}\n\n"
           f"few-shot accuracy (labelled images per class):\n{curve.to_string()}\n\nresults: {out_dir}")
 
 

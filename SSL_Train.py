@@ -2,16 +2,18 @@
 
 Usage:
     python SSL_Train.py                                   # the settings below (OATH on a GPU)
-    python SSL_Train.py --DATA_DIR=data/sample/galaxies --RUN_NAME=try1 --INPUT_SIZE=64
+    python SSL_Train.py --DATA_DIR=data/sample/galaxies --AUGMENTATION=astro --INPUT_SIZE=64
     python SSL_Train.py --RUN_NAME=try1 --RESUME=True     # continue from checkpoints/try1/last.ckpt
     python SSL_Train.py --METHOD=mae --BACKBONE=vit_small --PATCH_SIZE=16
 
 Edit the hyperparameters below or override any of them as --NAME=value (see --help).
-Everything the run writes goes to checkpoints/<RUN_NAME>/: config.json, best.ckpt (lowest
+Everything the run writes goes to checkpoints/<RUN_NAME>/ (by default <data folder>_<method>): config.json, best.ckpt (lowest
 validation loss), last.ckpt, and logs/version_N/metrics.csv.
 """
 
 import math
+import os
+import time
 import warnings
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from collate import preset_kwargs, preset_method, preset_temperature
+from collate import preset_kwargs, preset_method, preset_name, preset_temperature
 from spacessl.config import UserError, format_config, require, resolve_config, run_main, usage, wants_help, write_json
 from spacessl.datamodule import PIPELINES, ArchiveData
 from spacessl.hardware import lightning_precision
@@ -30,26 +32,32 @@ from spacessl.images import STRETCHES, detect_channels, find_images, loader_work
 from spacessl.knn_monitor import KNNMonitor
 from spacessl.labels import match_labels, read_labels
 from spacessl.methods import NN_BANK_SHARE, RECIPES, peak_lr
-from spacessl.model import BACKBONES, VITS, AtomicCheckpointIO, SSLModel, read_checkpoint
+from spacessl.model import (BACKBONES, VITS, AtomicCheckpointIO, SSLModel, load_start_weights, read_checkpoint,
+                            start_weights)
 
 # ---- hyperparameters --------------------------------------------------------------------------
 DATA_DIR = "data/oath/images/cropped_scaled"  # folder of images, searched recursively (png, jpg, tif, bmp, fits, npy, pgm)
-RUN_NAME = "oath_simclr"        # run folder name under CHECKPOINT_DIR; an existing one is never overwritten
+RUN_NAME = ""                    # run folder name under CHECKPOINT_DIR; "" = <data folder>_<method> (plus the time
+                                # when that is taken); an existing folder is never overwritten
 CHECKPOINT_DIR = "checkpoints"  # where run folders live
 RESUME = False                  # True: continue the run RUN_NAME from its last.ckpt
 METHOD = "auto"                 # self-supervised objective (methods.py): simclr | simsiam | byol | nnclr | dino | mae;
                                 # auto = AUGMENTATION's preset's (collate.METHODS: dino for astro, simclr for the others)
 AUGMENTATION = "allsky"         # augmentation preset in collate.py: allsky | astro | radio | natural, optionally with
                                 # changes for a trial, e.g. "astro:min_scale=0.2,gaussian_blur=0,noise=0.05"
-BACKBONE = "resnet18"           # random init: resnet18 | resnet34 | resnet50 | vit_tiny | vit_small | vit_base (mae needs a vit)
+BACKBONE = "resnet18"           # resnet18 | resnet34 | resnet50 | vit_tiny | vit_small | vit_base (mae needs a vit)
+INIT = "none"                   # the backbone's start: none (random) | imagenet (torchvision's weights for the resnets,
+                                # fetched once into torch's cache; needs network) | path of a weights file (a state
+                                # dict, or another run's .ckpt: continue on a new archive from an earlier one)
 CHANNELS = 0                    # model input channels: 0 = from the data (1 if all grey, 3 if colour, N for N-band arrays)
 STRETCH = "auto"                # pixel values -> [0, 1], per image, all bands on one scale (images.py):
                                 # auto (8-bit as is, deeper data percentile) | none (integers / type max, floats
                                 # as is) | percentile (0.5-99.5 % clip) | asinh (after the clip) | log (after the clip)
 INPUT_SIZE = 128                # px, side of the square crops the network sees (OATH images are 150 px)
 BATCH_SIZE = 256                # images per step per device (each gives two views)
-MAX_EPOCHS = 100                # passes over the training split
-WARMUP_EPOCHS = 10              # epochs of linear learning-rate warm-up, < MAX_EPOCHS
+MAX_EPOCHS = 100                # passes over the training split; 0 = no training: the INIT weights are saved as the
+                                # run's checkpoints, to search with them as they are
+WARMUP_EPOCHS = 10              # epochs of linear learning-rate warm-up; shortened (with a note) to fit a short run
 LR = 0.0                        # base learning rate, scaled by batch size as METHOD's recipe says; 0 = the
                                 # recipe's (methods.py: simclr 0.075 LARS x sqrt(bs), simsiam 0.05 SGD,
                                 # byol 0.2 LARS, nnclr 0.3 LARS, dino 0.03 SGD, mae 1.5e-4 AdamW, the last five x bs/256)
@@ -88,6 +96,9 @@ KNN_K = 20                      # neighbours voting in the kNN monitor
 LOG_EVERY_N_STEPS = 10          # training steps between rows of logs/version_N/metrics.csv
 # -----------------------------------------------------------------------------------------------
 
+RUN_NAME_VARIABLE = "SPACESSL_RUN_NAME"  # the default run name chosen by rank 0, for the other DDP ranks
+COLLAPSE_SHARE = 0.25  # the collapse monitor warns below this share of the healthy output std
+
 
 def method_of(cfg: dict) -> str:
     """METHOD, or with METHOD=auto the AUGMENTATION preset's method."""
@@ -108,14 +119,14 @@ def check_config(cfg: dict) -> None:
             f"--PATCH_SIZE={cfg['PATCH_SIZE']} must divide --INPUT_SIZE={cfg['INPUT_SIZE']} for a ViT")
     require(cfg["CHANNELS"] >= 0, f"--CHANNELS={cfg['CHANNELS']}: 0 (from the data) or a channel count")
     require(cfg["STRETCH"] in STRETCHES, f"--STRETCH={cfg['STRETCH']}: choose one of {', '.join(STRETCHES)}")
-    for name in ("INPUT_SIZE", "BATCH_SIZE", "MAX_EPOCHS", "PROJ_HIDDEN_DIM", "PROJ_OUT_DIM",
+    require(cfg["MAX_EPOCHS"] >= 0, f"--MAX_EPOCHS={cfg['MAX_EPOCHS']}: 0 (save the INIT weights) or more")
+    require(cfg["WARMUP_EPOCHS"] >= 0, f"--WARMUP_EPOCHS={cfg['WARMUP_EPOCHS']}: must be >= 0")
+    for name in ("INPUT_SIZE", "BATCH_SIZE", "PROJ_HIDDEN_DIM", "PROJ_OUT_DIM",
                  "PRED_HIDDEN_DIM", "DECODER_DIM", "DECODER_LAYERS", "DEVICES", "NUM_NODES", "KNN_K"):
         require(cfg[name] >= 1, f"--{name}={cfg[name]}: must be at least 1")
     require(0 < cfg["MASK_RATIO"] < 1, f"--MASK_RATIO={cfg['MASK_RATIO']}: must be in (0, 1)")
     require(0 <= cfg["MOMENTUM_START"] <= 1, f"--MOMENTUM_START={cfg['MOMENTUM_START']}: must be in [0, 1]")
     require(cfg["NN_BANK_SIZE"] >= 0, f"--NN_BANK_SIZE={cfg['NN_BANK_SIZE']}: 0 (auto) or a number of embeddings")
-    require(0 <= cfg["WARMUP_EPOCHS"] < cfg["MAX_EPOCHS"],
-            f"--WARMUP_EPOCHS={cfg['WARMUP_EPOCHS']}: must be >= 0 and below MAX_EPOCHS={cfg['MAX_EPOCHS']}")
     require(cfg["LR"] >= 0 and cfg["TEMPERATURE"] >= 0,
             "--LR and --TEMPERATURE must be >= 0 (0 = the method's rate, the preset's temperature)")
     require(0 <= cfg["VAL_FRACTION"] < 0.5, f"--VAL_FRACTION={cfg['VAL_FRACTION']}: must be in [0, 0.5)")
@@ -125,8 +136,35 @@ def check_config(cfg: dict) -> None:
     require(cfg["CACHE_SIZE"] >= cfg["INPUT_SIZE"], f"--CACHE_SIZE={cfg['CACHE_SIZE']}: must be >= INPUT_SIZE")
     require(cfg["PIPELINE"] in ("auto", *PIPELINES),
             f"--PIPELINE={cfg['PIPELINE']}: choose auto, {', '.join(PIPELINES)}")
-    require(cfg["RUN_NAME"] and "/" not in cfg["RUN_NAME"] and cfg["RUN_NAME"] not in (".", ".."),
+    require("/" not in cfg["RUN_NAME"] and cfg["RUN_NAME"] not in (".", ".."),
             f"--RUN_NAME={cfg['RUN_NAME']!r}: give a plain folder name")
+    require(cfg["RUN_NAME"] or not cfg["RESUME"], "--RESUME=True: name the run to continue with --RUN_NAME=<its folder>")
+
+
+def run_name(cfg: dict, method: str) -> str:
+    """RUN_NAME, or by default <data folder>_<method>, with the time added when that folder is
+    taken. Under DDP the other ranks start after rank 0 made the folder: they take its choice."""
+    if cfg["RUN_NAME"]:
+        return cfg["RUN_NAME"]
+    if rank_zero_only.rank != 0:
+        return os.environ[RUN_NAME_VARIABLE]
+    name = f"{Path(cfg['DATA_DIR']).resolve().name}_{method}"
+    if (Path(cfg["CHECKPOINT_DIR"]) / name).exists():
+        name += time.strftime("-%Y%m%d-%H%M%S")
+    os.environ[RUN_NAME_VARIABLE] = name  # inherited by the DDP ranks Lightning starts
+    return name
+
+
+def preset_hint(preset: str, channels: int) -> str:
+    """A note when the images look unlike what the augmentation preset was made for, else ""."""
+    name = preset_name(preset)
+    if channels == 1 and name in ("astro", "natural"):
+        return (f"note: the images are grey, --AUGMENTATION={name} was made for colour pictures; for all-sky "
+                f"frames use allsky, for radio cutouts radio")
+    if channels == 3 and name in ("allsky", "radio"):
+        return (f"note: the images are in colour, --AUGMENTATION={name} was made for grey {name} images; for "
+                f"galaxy or sky-survey cutouts use astro, for everyday photographs natural")
+    return ""
 
 
 def prepare_run_dir(run_dir: Path, resume: bool) -> None:
@@ -196,6 +234,16 @@ def check_resume_matches(checkpoint: Path, model) -> None:
                             f"now {key}={model.hparams[key]!r}; use the run's config.json settings")
 
 
+def save_untrained(model, run_dir: Path) -> None:
+    """MAX_EPOCHS=0: the start weights as the run's best.ckpt and last.ckpt, to search with as they are."""
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "epoch": 0,
+                  "global_step": 0, "pytorch-lightning_version": pl.__version__}
+    for name in ("best.ckpt", "last.ckpt"):
+        AtomicCheckpointIO().save_checkpoint(checkpoint, run_dir / name)
+    print(f"MAX_EPOCHS=0: saved the start weights untrained as {run_dir / 'best.ckpt'} and last.ckpt\n"
+          f"next: python SSL_Evaluate.py --RUN={run_dir} --QUERY=<image file name>")
+
+
 def knn_monitor(cfg: dict, train_files: list, val_files: list, workers: int) -> KNNMonitor:
     """The kNN monitor over the labelled images of each split."""
     labels = read_labels(cfg["LABELS"], cfg["ID_COLUMN"], cfg["CLASS_COLUMN"], cfg["MERGE_CLASSES"])
@@ -216,6 +264,9 @@ def main(argv):
     check_config(cfg)
     files = find_images(cfg["DATA_DIR"])
     channels = cfg["CHANNELS"] or detect_channels(cfg["DATA_DIR"], files)
+    hint = preset_hint(cfg["AUGMENTATION"], channels)
+    if hint and rank_zero_only.rank == 0:
+        print(hint)
     train_files, val_files = split_files(files, cfg["VAL_FRACTION"], cfg["SEED"])
     workers = loader_workers(cfg["NUM_WORKERS"])
     accelerator, precision = choose_hardware(cfg)
@@ -226,12 +277,16 @@ def main(argv):
     weight_decay = cfg["WEIGHT_DECAY"] if cfg["WEIGHT_DECAY"] >= 0 else recipe.weight_decay
     temperature = cfg["TEMPERATURE"] or preset_temperature(cfg["AUGMENTATION"])
     nn_bank_size = cfg["NN_BANK_SIZE"] or max(1, len(train_files) // NN_BANK_SHARE)
+    warmup = min(cfg["WARMUP_EPOCHS"], max(0, cfg["MAX_EPOCHS"] - 1))
+    if warmup < cfg["WARMUP_EPOCHS"] and cfg["MAX_EPOCHS"] > 0:
+        print(f"note: --WARMUP_EPOCHS={cfg['WARMUP_EPOCHS']} is not below MAX_EPOCHS={cfg['MAX_EPOCHS']}: "
+              f"warming up for {warmup} epoch(s)")
     resolved = {"data_dir": str(Path(cfg["DATA_DIR"]).resolve()), "method": method, "channels": channels,
                 "n_train": len(train_files), "n_val": len(val_files), "num_workers": workers,
                 "accelerator": accelerator, "precision": precision, "pipeline": pipeline, "optimizer": recipe.optimizer,
                 "base_lr": lr, "peak_lr": peak_lr(recipe, lr, cfg["BATCH_SIZE"]), "weight_decay": weight_decay,
-                "temperature": temperature, "nn_bank_size": nn_bank_size}
-    run_dir = Path(cfg["CHECKPOINT_DIR"]) / cfg["RUN_NAME"]
+                "temperature": temperature, "nn_bank_size": nn_bank_size, "warmup_epochs": warmup}
+    run_dir = Path(cfg["CHECKPOINT_DIR"]) / run_name(cfg, method)
     resume_from = resume_checkpoint(run_dir) if cfg["RESUME"] else None
     # Under DDP every rank runs this script; only rank 0 claims the folder and writes the config.
     if rank_zero_only.rank == 0:
@@ -255,8 +310,14 @@ def main(argv):
                      momentum_start=cfg["MOMENTUM_START"], nn_bank_size=nn_bank_size, patch_size=cfg["PATCH_SIZE"],
                      mask_ratio=cfg["MASK_RATIO"], decoder_dim=cfg["DECODER_DIM"],
                      decoder_layers=cfg["DECODER_LAYERS"], lr=lr, weight_decay=weight_decay,
-                     warmup_epochs=cfg["WARMUP_EPOCHS"], max_epochs=cfg["MAX_EPOCHS"],
+                     warmup_epochs=warmup, max_epochs=cfg["MAX_EPOCHS"],
                      batch_size=cfg["BATCH_SIZE"])
+    if cfg["INIT"] != "none" and not resume_from:
+        load_start_weights(model, start_weights(cfg["INIT"], cfg["BACKBONE"]), cfg["INIT"])
+    if cfg["MAX_EPOCHS"] == 0:
+        if rank_zero_only.rank == 0:
+            save_untrained(model, run_dir)
+        return
     if accelerator == "gpu":
         # NHWC layout lets cuDNN use tensor-core convolutions directly (PyTorch's channels_last guide).
         model = model.to(memory_format=torch.channels_last)
@@ -296,6 +357,10 @@ def main(argv):
         healthy = 1 / math.sqrt(model.objective.output_dim)
         if std is not None:
             print(f"collapse monitor: output std {float(std):.4f} (healthy ~{healthy:.4f}, collapsed 0)")
+            if float(std) < COLLAPSE_SHARE * healthy:
+                print(f"warning: the outputs are nearly collapsed (all images map close to one point): train "
+                      f"longer (--MAX_EPOCHS), or lower --LR, or try --METHOD=simclr, whose negatives keep "
+                      f"images apart (SimSiam paper, Chen & He 2021, sec. 4.1)")
         print(f"best checkpoint: {best.best_model_path}\nlast checkpoint: {last.best_model_path}")
         print(f"next: python SSL_Evaluate.py --RUN={run_dir} --QUERY=<image file name>")
 

@@ -1,15 +1,16 @@
 """How long the explorer takes to rank the archive again after a mark, at archive scale.
 
 Usage (from the repository root):
-    .venv/bin/python bench/hunt_refresh.py                      # 100,000 vectors, ~1 min here
+    .venv/bin/python bench/hunt_refresh.py                      # 100,000 vectors
     .venv/bin/python bench/hunt_refresh.py --IMAGES=1000000 --EXACT_LIMIT=200000
 
 Synthetic unit vectors with the spread of real embeddings (a Gaussian whose k-th eigenvalue is
 proportional to k^-SPECTRUM, randomly rotated) stand in for a run's embeddings; marks go to
-random images. Each timed refresh is what one click on "yes" or "no" costs the server
-(spacessl/explore.Explorer.mark): fit the ranking from all marks (hunt.py), search the archive
-for the SHOWN best unmarked images, write marks.csv and ranking.csv. Printed: ms per refresh
-(median and slowest of REPEATS) with the mean-of-yes ranking and once the classifier joins it.
+random images. The first mark builds the hunt's neighbour graph (hunt.py; once per run, then
+cached): its time is printed apart. Each timed refresh is what one later click on "yes" or "no"
+costs the server (spacessl/explore.Explorer.mark): spread all marks over the graph, take the
+SHOWN best unmarked images, write marks.csv and ranking.csv. Printed: ms per refresh (median
+and slowest of REPEATS).
 """
 
 import statistics
@@ -31,8 +32,8 @@ from spacessl.explore import Explorer  # noqa: E402
 IMAGES = 100000                  # synthetic archive size
 DIM = 512                        # embedding width (resnet18's)
 SPECTRUM = 0.8                   # eigenvalue k of the covariance ~ k^-SPECTRUM (issue 14's realistic spread)
-MARKS = 20                       # marks made, alternating yes and no; the classifier starts at 2 of each
-REPEATS = 10                     # timed refreshes with the classifier (the last REPEATS marks)
+MARKS = 20                       # marks made, alternating yes and no
+REPEATS = 10                     # timed refreshes (the last REPEATS marks)
 SHOWN = 24                       # ranked images returned per refresh (SSL_Explore.py's default)
 EXACT_LIMIT = 200000             # above: the FAISS index (built once, before timing)
 SEED = 0
@@ -59,22 +60,23 @@ def main(argv):
                               skipped=[], cache_dir=Path(home) / "index", transform=SimpleNamespace(kind="none"))
         (Path(home) / "index").mkdir()
         (Path(home) / "index" / "meta.json").write_text('{"synthetic": true}')
-        explorer = Explorer(run, {"SHOWN": cfg["SHOWN"], "EXACT_LIMIT": cfg["EXACT_LIMIT"]})
+        explorer = Explorer(run, {"SHOWN": cfg["SHOWN"], "EXACT_LIMIT": cfg["EXACT_LIMIT"], "INDEX_KIND": "auto",
+                                  "NLIST": 0, "NPROBE": 0, "RECALL_TARGET": 0.95})
         rng = np.random.default_rng(cfg["SEED"] + 1)
         marked = rng.choice(cfg["IMAGES"], cfg["MARKS"], replace=False)
-        times = {"mean of yes": [], "mean + classifier": []}
-        for i, row in enumerate(marked):
+        start = time.perf_counter()
+        explorer.mark(names[marked[0]], "yes")
+        first = time.perf_counter() - start
+        times = []
+        for i, row in enumerate(marked[1:], 1):
             start = time.perf_counter()
-            state = explorer.mark(names[row], "yes" if i % 2 == 0 else "no")
-            elapsed = 1000 * (time.perf_counter() - start)
-            kind = "mean + classifier" if "classifier" in state["method"] else "mean of yes"
-            if kind == "mean of yes" or i >= cfg["MARKS"] - cfg["REPEATS"]:
-                times[kind].append(elapsed)
-    print(f"{cfg['IMAGES']:,} vectors of {cfg['DIM']}, {'exact search' if cfg['IMAGES'] <= cfg['EXACT_LIMIT'] else 'FAISS index'}, "
-          f"{cfg['SHOWN']} shown; ms per refresh (median / slowest):")
-    for kind, values in times.items():
-        if values:
-            print(f"  {kind:<18} {statistics.median(values):8.1f} / {max(values):8.1f}   ({len(values)} refreshes)")
+            explorer.mark(names[row], "yes" if i % 2 == 0 else "no")
+            if i >= cfg["MARKS"] - cfg["REPEATS"]:
+                times.append(1000 * (time.perf_counter() - start))
+    print(f"{cfg['IMAGES']:,} vectors of {cfg['DIM']}, graph from "
+          f"{'exact search' if cfg['IMAGES'] <= cfg['EXACT_LIMIT'] else 'the FAISS index'}, {cfg['SHOWN']} shown")
+    print(f"  first mark (builds the neighbour graph once): {first:.1f} s")
+    print(f"  ms per refresh (median / slowest of {len(times)}): {statistics.median(times):.1f} / {max(times):.1f}")
 
 
 if __name__ == "__main__":

@@ -7,20 +7,21 @@
     run.search(["a.png", "b.png"]); run.search(np.load("frame.npy")); run.search(Image.open("new.png"))
     run.search(["a.png", "b.png"], not_like=["c.png", "d.png"])  # more like these, not like those
 
-Run it from the repository root (or put the root on sys.path): the model reads collate.py there.
+Works from any folder once the package is installed (`pip install -e .` in the clone; make test
+and make demo do it).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .queries import grid_figure, neighbour_panels, neighbours, resolve_query
+from .queries import grid_figure, hunt_graph, hunt_neighbours, neighbour_panels, neighbours, resolve_query
 from .runs import OpenRun
 from .runs import open_run as open_cached_run
-from .hunt import hunt_direction
+from .hunt import query_vector
 
 GRID_COLUMNS = 6    # panels per row of Run.show's grid
 PANEL_INCHES = 2.2  # width of one panel
@@ -30,6 +31,7 @@ PANEL_INCHES = 2.2  # width of one panel
 class Run:
     """A trained run with the embeddings of its image folder; see the module docstring."""
     opened: OpenRun
+    _graph: object = field(default=None, repr=False)  # the hunt's neighbour graph, built at the first not_like
 
     @property
     def names(self) -> list:
@@ -58,33 +60,39 @@ class Run:
     def search(self, query, k: int = 10, not_like=()) -> pd.DataFrame:
         """The k images nearest to `query`: a file name in the data set (or a path), a list of them
         (searched by the mean of their embeddings), a PIL image or an array. `not_like`: images
-        the results should not be like, given the same ways; with at least two of each the
-        ranking adds a classifier of query against not_like (hunt.py). The given
-        images themselves are never returned."""
-        yes_rows, yes, files = self._resolve(query)
-        no_rows, no, _ = self._resolve(not_like)
-        direction, _ = hunt_direction(yes, no)
-        table = neighbours(self.opened, direction, k, yes_rows + no_rows)
+        the results should not be like, given the same ways: then the archive is ranked as a hunt
+        from query (yes) and not_like (no) over its neighbour graph (hunt.py). The given images
+        themselves are never returned."""
+        yes, files = self._resolve(query)
+        no, _ = self._resolve(not_like)
+        exclude = [m for m in yes + no if isinstance(m, int)]
+        if no:
+            if self._graph is None:
+                self._graph = hunt_graph(self.opened)
+            table, _ = hunt_neighbours(self.opened, self._graph, yes, no, k, exclude)
+        else:
+            table = neighbours(self.opened, query_vector(np.stack([self._vector(m) for m in yes])), k, exclude)
         table.attrs["query_files"] = files  # for show()
         return table
 
     def _resolve(self, items):
-        """(rows in the data set, search vectors, image files) of the given images."""
+        """(each image as a row of the data set or, outside it, its search vector; image files)."""
         run = self.opened
         index_of = {name: i for i, name in enumerate(run.names)}
-        rows, vectors, files = [], [], []
+        marks, files = [], []
         for item in items if isinstance(items, (list, tuple)) else [items]:
             found = resolve_query(str(item), run.data_dir, index_of, run.skipped) \
                 if isinstance(item, (str, Path)) else item
             if isinstance(found, int):
-                rows.append(found)
-                vectors.append(run.vectors[found])
+                marks.append(found)
                 files.append(run.data_dir / run.names[found])
             else:
-                vectors.append(self.embed(found))
+                marks.append(self.embed(found))
                 files += [found] if isinstance(found, Path) else []
-        width = run.vectors.shape[1]
-        return rows, np.stack(vectors) if vectors else np.empty((0, width)), files
+        return marks, files
+
+    def _vector(self, mark) -> np.ndarray:
+        return np.asarray(self.vectors[mark] if isinstance(mark, int) else mark, dtype=np.float64)
 
     def show(self, table: pd.DataFrame, columns: int = GRID_COLUMNS) -> Figure:
         """The query (when it was a file) and its neighbours as a grid; a Jupyter cell shows it."""

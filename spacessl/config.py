@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,30 @@ class UserError(Exception):
     """A problem with the user's input or files: reported as one line, without a traceback."""
 
 
+BLOCK_START = "# ---- hyperparameters"  # a script's block of settings opens with this line ...
+BLOCK_END = "# ----"                   # ... and ends at the next line that starts with this
+
+
+def block_names(script) -> set:
+    """The names assigned in a script's hyperparameter block (None when it has no block)."""
+    names, inside = set(), False
+    for line in Path(script).read_text().splitlines():
+        if line.startswith(BLOCK_START):
+            inside = True
+        elif inside and line.startswith(BLOCK_END):
+            return names
+        elif inside and " = " in line and not line.startswith((" ", "#")):
+            names.add(line.split(" = ")[0].strip())
+    return names if inside else None
+
+
 def hyperparameters(namespace: dict) -> dict:
-    """The UPPER_CASE scalar constants of a script's module namespace, in definition order."""
+    """The UPPER_CASE scalar constants of a script's module namespace, in definition order: those
+    of its hyperparameter block only, so a constant it imports is never taken for its own."""
+    own = block_names(namespace["__file__"]) if "__file__" in namespace else None
     return {name: value for name, value in namespace.items()
-            if name.isupper() and not name.startswith("_") and isinstance(value, SCALAR_TYPES)}
+            if name.isupper() and not name.startswith("_") and isinstance(value, SCALAR_TYPES)
+            and (own is None or name in own)}
 
 
 def parse_value(name: str, text: str, kind: type):
@@ -181,6 +202,11 @@ def run_main(main, argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     # Lightning advertises a cloud logger on every Trainer; nothing a user of these scripts can act on.
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(not_a_lightning_tip)
+    # Nor on these two: a deprecation inside Lightning 2.6's own code (its _pytree.py calls torch's
+    # LeafSpec), and the note that a small archive has fewer batches than LOG_EVERY_N_STEPS (the
+    # epoch's row is logged all the same).
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
     try:
         main(sys.argv[1:] if argv is None else argv)
     except UserError as err:

@@ -30,17 +30,22 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from .config import UserError, atomic_path
-from .hunt import hunt_direction
 from .images import UNREADABLE_ERRORS, load_image
 from .index import IndexSettings
 from .maps import latest_map, unit_square
-from .queries import grid_figure, neighbours, resolve_query
+from .queries import grid_figure, hunt_graph, hunt_neighbours, neighbours, resolve_query
 from .runs import new_output_dir
 
 PAGE = Path(__file__).with_name("explore.html")
 MARKS = ("yes", "no")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 STARTUP_WAIT_S = 0.05  # polling interval while a test waits for the server to start
+
+
+def ranking_table(rows: list) -> pd.DataFrame:
+    """The hunt's shown rows as a CSV table, with the columns of SSL_Evaluate.py's neighbours.csv."""
+    return pd.DataFrame({"rank": range(1, len(rows) + 1), "filename": [r["filename"] for r in rows],
+                         "cosine_distance": [r["distance"] for r in rows]})
 
 
 class Explorer:
@@ -54,6 +59,7 @@ class Explorer:
         self.lock = threading.Lock()        # marks, ranking and their files
         self.model_lock = threading.Lock()  # the model embeds one upload at a time
         self.marks = self._read_marks()
+        self.graph = None  # the hunt's neighbour graph (hunt.py)
         self.coords, self.map_source = self._map()
 
     def _read_marks(self) -> dict:
@@ -128,9 +134,12 @@ class Explorer:
         if not yes:
             state["method"] = "mark at least one image 'yes' to rank the archive"
             return state
-        vectors = self.run.vectors  # only the marked rows are read (a memory-mapped archive stays on disk)
-        direction, state["method"] = hunt_direction(vectors[yes], vectors[no])
-        state["rows"] = self.table(direction, self.settings["SHOWN"], yes + no)
+        if self.graph is None:  # built (or read from its cache) at the first ranking, not at start-up
+            self.graph = hunt_graph(self.run, self.settings["EXACT_LIMIT"], self.index_settings)
+        found, how = hunt_neighbours(self.run, self.graph, yes, no, self.settings["SHOWN"], yes + no)
+        state["method"] = how
+        state["rows"] = [{"index": self.index_of[name], "filename": name, "distance": float(distance)}
+                         for _, name, distance in found.itertuples(index=False)]
         return state
 
     def mark(self, name: str, mark: str) -> dict:
@@ -148,7 +157,7 @@ class Explorer:
                              columns=["filename", "mark"]).to_csv(tmp, index=False)
             state = self.ranking()
             with atomic_path(self.folder / "ranking.csv") as tmp:
-                pd.DataFrame(state["rows"], columns=["index", "filename", "distance"]).to_csv(tmp, index=False)
+                ranking_table(state["rows"]).to_csv(tmp, index=False)
         return state
 
     def thumbnail(self, index: int) -> Path:
@@ -169,9 +178,8 @@ class Explorer:
         if not rows:
             raise ValueError("nothing to export yet: mark at least one image 'yes'")
         out = new_output_dir(self.folder / "exports", "hunt")
-        table = pd.DataFrame(rows).assign(rank=range(1, len(rows) + 1))[["rank", "filename", "distance"]]
         with atomic_path(out / "ranking.csv") as tmp:
-            table.to_csv(tmp, index=False)
+            ranking_table(rows).to_csv(tmp, index=False)
         panels = [(self.run.data_dir / r["filename"], f"#{rank}  d={r['distance']:.3f}") for rank, r in enumerate(rows, 1)]
         figure = grid_figure(panels, self.run.model.hparams.in_channels, self.settings["SHEET_COLUMNS"],
                              self.settings["SHEET_INCHES"])

@@ -1,50 +1,152 @@
 """Hunting a rare kind of image: rank the archive from examples marked "yes" and "no" ("more
 like these, not like those").
 
-With few marks the ranking is by the mean of the positives (what a several-image query does).
-Once there are MIN_EACH of each kind, a linear classifier (logistic regression, balanced
-classes) is fitted on the marked search vectors, the relevance-feedback recipe of content-based
-image retrieval (e.g. Tong & Chang 2001, who used an SVM), and the ranking direction is the
-mean of the positives plus the classifier's unit normal, in equal parts. Measured with
-bench/hunt_quality.py (simulated hunts on the demo's labelled galaxies; README "Exploring"):
-the classifier alone beat the mean for the rare class (mergers) but lost for common ones, since
-a few "no" marks that look like the "yes" ones give a normal nearly orthogonal to what the yes
-images share; the sum kept the best of both on average. The result is one direction in the
-embedding space, so the archive is ranked by the same search as any query, exact or through the
-FAISS index beyond EXACT_LIMIT.
+The ranking spreads the marks over the archive's nearest-neighbour graph (label propagation,
+Zhou et al. 2004, "Learning with local and global consistency"; as diffusion for image
+retrieval, Iscen et al. 2017, "Efficient diffusion on region manifolds", CVPR): every image
+links to its GRAPH_K nearest (cosine), edges weighted by similarity cubed, and the scores solve
+(I - ALPHA S) f = y, where S is the symmetrically normalised graph and y holds +1/|yes| at the
+yes images and -1/|no| at the no ones. A kind that lies along a curved, stretched region of the
+embedding (mergers in every pose, edge-on discs at every angle) is followed from image to image,
+where a mean or a linear classifier only looks in one direction. Chosen by the simulated hunts of
+bench/discovery.py (docs/quality.md, "Discovery"), where it found the most images of a rare kind
+in 100 viewed of every ranking tried (the mean of the yes images, the mean plus a logistic
+regression's normal, a logistic regression or linear SVM on the marks, a logistic regression
+against random archive images as negatives), on the trained network, random weights and raw
+pixels alike.
+
+The graph is built once per set of search vectors (exact neighbours up to EXACT_LIMIT images,
+else through the run's FAISS index) and cached beside them; a refresh after a mark is a few
+sparse products (bench/hunt_refresh.py).
 """
 
+import json
+import logging
+from pathlib import Path
+
 import numpy as np
-from sklearn.linear_model import LogisticRegression
+from scipy.sparse import csr_matrix, diags, identity
+from scipy.sparse.linalg import cg
 
-from .config import UserError
-from .search import mean_query
+from .config import UserError, atomic_path, fingerprint, write_json
+from .search import all_nearest, mean_query, top_k
 
-MIN_EACH = 2                # marks of each kind before the classifier joins the mean of the positives
-CLASSIFIER_C = 1.0          # inverse regularisation strength of the logistic regression
-CLASSIFIER_MAX_ITER = 1000  # lbfgs iterations
+log = logging.getLogger("spacessl")
+
+GRAPH_K = 10        # neighbours each image links to (Iscen et al. 2017 use k = 50 on region
+                    # descriptors; 10 did best on bench/discovery.py's Galaxy Zoo and demo hunts)
+WEIGHT_POWER = 3    # edge weight = cosine similarity ** 3 (negative similarities: no edge), Iscen et al.
+ALPHA = 0.99        # how far the marks spread (Zhou et al. 2004, Iscen et al. 2017: 0.99)
+CG_STEPS = 20       # conjugate-gradient iterations per refresh (Iscen et al. 2017: 20)
+GRAPH_CHUNK = 4096  # rows searched at a time when the graph comes from a FAISS index
 
 
-def hunt_direction(yes: np.ndarray, no: np.ndarray):
-    """(unit direction to rank the archive by, how it was made) from the search vectors of the
-    images marked yes (rows of `yes`) and no (rows of `no`)."""
-    yes, no = np.asarray(yes, dtype=np.float64), np.asarray(no, dtype=np.float64)
-    if len(yes) == 0:
+class Graph:
+    """The diffusion operator I - ALPHA S of an archive's nearest-neighbour graph."""
+
+    def __init__(self, rows: np.ndarray, similarities: np.ndarray):
+        """rows[i], similarities[i]: the neighbours of image i and their cosine similarities."""
+        n, k = rows.shape
+        weights = csr_matrix((np.maximum(similarities, 0).ravel() ** WEIGHT_POWER,
+                              (np.repeat(np.arange(n), k), rows.ravel())), shape=(n, n))
+        weights = weights.maximum(weights.T)  # an edge either way links both images
+        degree = np.asarray(weights.sum(axis=1)).ravel()
+        scale = diags(1 / np.sqrt(np.maximum(degree, 1e-12)))
+        self.operator = (identity(n, format="csr") - ALPHA * (scale @ weights @ scale)).tocsr()
+        self.rows, self.similarities = rows, similarities
+
+    def diffuse(self, seeds: np.ndarray) -> np.ndarray:
+        scores, _ = cg(self.operator, seeds, maxiter=CG_STEPS)
+        return scores
+
+
+def knn_lists(vectors, k: int, index=None):
+    """(rows, similarities) of every image's k nearest others: exact, or through a FAISS index
+    (its candidates' similarities recomputed from the vectors)."""
+    if index is None:
+        return all_nearest(vectors, k)
+    n = len(vectors)
+    rows, sims = np.empty((n, k), dtype=np.int64), np.empty((n, k))
+    for start in range(0, n, GRAPH_CHUNK):
+        block = np.asarray(vectors[start:start + GRAPH_CHUNK], dtype=np.float32)
+        _, found = index.search(block, k + 1)
+        for i, candidates in enumerate(found):
+            own = start + i
+            keep = [c for c in candidates if c >= 0 and c != own][:k]
+            keep += [own] * (k - len(keep))  # too few found: a self-link adds no edge weight elsewhere
+            rows[own] = keep
+            sims[own] = np.asarray(vectors[keep], dtype=np.float64) @ block[i]
+        log.info("hunt graph: %d of %d images linked", min(start + GRAPH_CHUNK, n), n)
+    return rows, sims
+
+
+def cached_graph(vectors, cache_dir: Path, source: dict, index=None) -> Graph:
+    """The graph of these search vectors (described by `source`), read from cache_dir when it was
+    built from them, else built and saved there (graph_k<K>.npz and its .json)."""
+    path, meta_path = cache_dir / f"graph_k{GRAPH_K}.npz", cache_dir / f"graph_k{GRAPH_K}.json"
+    wanted = {"source": source, "k": GRAPH_K}
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta["settings"] == wanted and meta["file"] == fingerprint(path):
+            with np.load(path) as saved:
+                return Graph(saved["rows"], saved["similarities"])
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("hunt graph in %s is damaged (%s): building it again", cache_dir, err)
+    meta_path.unlink(missing_ok=True)
+    k = min(GRAPH_K, len(vectors) - 1)
+    if k < 1:
+        raise UserError("a hunt needs at least two embedded images")
+    log.info("hunt graph: linking each of %d images to its %d nearest (once; cached in %s)", len(vectors), k, cache_dir)
+    rows, similarities = knn_lists(vectors, k, index)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, rows=rows.astype(np.int64), similarities=similarities.astype(np.float32))
+    write_json(meta_path, {"settings": wanted, "file": fingerprint(path)})
+    return Graph(rows, similarities)
+
+
+def seeds(vectors, marks: list) -> np.ndarray:
+    """The diffusion's start, one value per archive image, summing to 1: each mark is a row of the
+    archive, or the search vector of an image outside it, which starts from its GRAPH_K nearest
+    rows weighted by similarity cubed (the query of Iscen et al. 2017)."""
+    y = np.zeros(len(vectors))
+    for mark in marks:
+        if isinstance(mark, (int, np.integer)):
+            y[mark] += 1
+            continue
+        rows, distances = top_k(vectors, np.asarray(mark, dtype=np.float64), min(GRAPH_K, len(vectors)))
+        weights = np.maximum(1 - distances, 0) ** WEIGHT_POWER
+        y[rows] += weights / max(weights.sum(), 1e-12)
+    return y / max(len(marks), 1)
+
+
+def hunt_scores(vectors, graph: Graph, yes: list, no: list):
+    """(a score per archive image, higher first; how it was made) from the images marked yes and
+    no, each a row of the archive or the search vector of an image outside it. The marked rows'
+    own scores mean nothing: leave them out of what is shown."""
+    if not len(yes):
         raise UserError("mark at least one image as 'yes' (like the event you hunt) before ranking")
-    if len(yes) < MIN_EACH or len(no) < MIN_EACH:
-        return mean_query(yes), f"mean of {len(yes)} yes"
-    normal = classifier_normal(yes, no)
-    if normal is None:  # the marks cannot be told apart in the embedding: fall back, and say so
-        return mean_query(yes), f"mean of {len(yes)} yes (the classifier found no direction)"
-    direction = mean_query(yes) + normal
-    return direction / np.linalg.norm(direction), f"mean of {len(yes)} yes + classifier on {len(yes)} yes / {len(no)} no"
+    scores = graph.diffuse(seeds(vectors, list(yes)) - seeds(vectors, list(no)))
+    how = f"diffusion from {len(yes)} yes" + (f" / {len(no)} no" if len(no) else "") + \
+        f" over the {GRAPH_K}-nearest-neighbour graph"
+    return scores, how
 
 
-def classifier_normal(yes: np.ndarray, no: np.ndarray):
-    """The unit normal of a logistic regression of yes against no (balanced classes), pointing
-    to yes; None when the fit finds no direction."""
-    classifier = LogisticRegression(C=CLASSIFIER_C, class_weight="balanced", max_iter=CLASSIFIER_MAX_ITER)
-    classifier.fit(np.concatenate([yes, no]), np.r_[np.ones(len(yes)), np.zeros(len(no))])
-    weights = classifier.coef_[0]
-    norm = np.linalg.norm(weights)
-    return weights / norm if norm >= 1e-12 else None
+def top_scored(scores: np.ndarray, k: int, exclude=()) -> np.ndarray:
+    """Rows of the k highest scores, `exclude` left out, ties by row."""
+    candidates = np.setdiff1d(np.arange(len(scores)), np.asarray(list(exclude), dtype=np.int64))
+    k = min(k, len(candidates))
+    if k == 0:
+        return candidates[:0]
+    best = candidates[np.argpartition(-scores[candidates], k - 1)[:k]] if k < len(candidates) else candidates
+    kth = scores[best].min()
+    tied = candidates[scores[candidates] >= kth]  # every row tied with the k-th is sorted before the cut
+    return tied[np.lexsort((tied, -scores[tied]))][:k]
+
+
+def query_vector(vectors) -> np.ndarray:
+    """The search direction of one or more query images (the normalised mean of their vectors):
+    a plain query, no marks."""
+    return mean_query(np.asarray(vectors))

@@ -35,6 +35,16 @@ def precision_at_k(vectors: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float((labels[nearest] == labels[:, None]).mean())
 
 
+def precision_per_class(vectors: np.ndarray, labels: np.ndarray, k: int) -> dict:
+    """precision@k over the rows of each class alone, class -> score: a rare class is seen on its
+    own, where the mean over all rows is ruled by the common ones. Rows must be L2-normalised."""
+    if len(vectors) < 2 or k < 1:
+        raise UserError("precision@k needs at least two labelled images and k >= 1")
+    nearest, _ = all_nearest(vectors, k)
+    hits = (labels[nearest] == labels[:, None]).mean(axis=1)
+    return {c: float(hits[labels == c].mean()) for c in np.unique(labels)}
+
+
 def temporal_neighbour_fraction(vectors: np.ndarray, max_gap: int = 1) -> float:
     """Rows are frames in time order: the fraction whose nearest other row (cosine) lies within
     max_gap rows of it, e.g. within +-1 frame. Rows must be L2-normalised."""

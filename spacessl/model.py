@@ -194,12 +194,86 @@ def read_checkpoint(path) -> dict:
         raise UserError(f"checkpoint {path} has format {hp['checkpoint_format']}, this code reads "
                         f"format {CHECKPOINT_FORMAT}; use the code version that trained it")
     sizes = {key: hp.get(key) for key in ("in_channels", "input_size", "patch_size", "batch_size", "max_epochs")}
-    bad = {key: value for key, value in sizes.items() if not isinstance(value, int) or value < 1}
+    bad = {key: value for key, value in sizes.items()
+           if not isinstance(value, int) or value < (0 if key == "max_epochs" else 1)}  # 0 epochs: INIT weights as they are
     if bad or hp.get("method") not in RECIPES or hp.get("backbone") not in BACKBONES:
         wrong = bad or {key: hp.get(key) for key in ("method", "backbone")}
         raise UserError(f"checkpoint {path} has impossible settings ({', '.join(f'{k}={v!r}' for k, v in wrong.items())}); "
                         f"it was altered or damaged: use another checkpoint")
     return ckpt
+
+
+# torchvision's published ImageNet weights per backbone (INIT=imagenet), fetched into torch's cache.
+IMAGENET_WEIGHTS = {"resnet18": "ResNet18_Weights.IMAGENET1K_V1", "resnet34": "ResNet34_Weights.IMAGENET1K_V1",
+                    "resnet50": "ResNet50_Weights.IMAGENET1K_V2"}
+CLASSIFIER_KEYS = ("fc.", "head.", "heads.", "classifier.")  # a supervised network's own classifier: not a backbone
+
+
+def start_weights(init: str, backbone: str) -> dict:
+    """The backbone state dict to start training from: "imagenet" (torchvision's weights, fetched
+    once into torch's cache) or the path of a weights file (a torchvision/timm-style state dict, or
+    a checkpoint of SSL_Train.py: its backbone, to continue on a new archive)."""
+    if init == "imagenet":
+        if backbone not in IMAGENET_WEIGHTS:
+            raise UserError(f"--INIT=imagenet: torchvision publishes ImageNet weights for {', '.join(IMAGENET_WEIGHTS)} "
+                            f"here; for --BACKBONE={backbone} pass the path of a weights file")
+        try:
+            return torchvision.models.get_weight(IMAGENET_WEIGHTS[backbone]).get_state_dict(progress=True)
+        except OSError as err:  # URLError is an OSError: no network, or the download was cut
+            raise UserError(f"--INIT=imagenet: could not fetch the ImageNet weights ({err}); on a machine with "
+                            f"network run this once, or download {torchvision.models.get_weight(IMAGENET_WEIGHTS[backbone]).url} "
+                            f"and pass --INIT=<that file>") from None
+    path = Path(init)
+    if not path.is_file():
+        raise UserError(f"--INIT={init}: not a file; give none, imagenet or the path of a weights file")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for damaged or foreign files
+        raise UserError(f"--INIT={init}: could not be read as PyTorch weights ({type(err).__name__}); "
+                        f"give a state dict (.pth/.pt) or a .ckpt written by SSL_Train.py") from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):  # a Lightning checkpoint
+        loaded = {k[len("backbone."):]: v for k, v in loaded["state_dict"].items() if k.startswith("backbone.")}
+    elif isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):  # timm/DeiT training checkpoints
+        loaded = loaded["model"]
+    if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
+        raise UserError(f"--INIT={init}: holds no state dict of tensors; give a backbone's state_dict() file")
+    return {k.removeprefix("module."): v for k, v in loaded.items() if not k.removeprefix("module.").startswith(CLASSIFIER_KEYS)}
+
+
+def adapt_input_planes(weight: torch.Tensor, planes: int) -> torch.Tensor:
+    """A first convolution's RGB filters for `planes` input planes, as timm's adapt_input_conv:
+    one plane sums them (a grey image seen as three equal planes gives the same response), more
+    than three repeat them, scaled by 3 / planes to keep the response's size."""
+    if planes == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = -(-planes // weight.shape[1])
+    return weight.repeat(1, repeats, 1, 1)[:, :planes] * (weight.shape[1] / planes)
+
+
+def load_start_weights(model: "SSLModel", weights: dict, source: str) -> None:
+    """Put start weights into the model's backbone (and a momentum target's copy of it). Refuses in
+    one line weights whose names or shapes do not fit, naming the first mismatch."""
+    own = model.backbone.state_dict()
+    weights = dict(weights)
+    for key, value in weights.items():
+        if key in own and value.ndim == 4 and value.shape[1] == 3 and own[key].shape[1] != 3 \
+                and value.shape[0] == own[key].shape[0]:
+            weights[key] = adapt_input_planes(value, own[key].shape[1])
+    missing = [k for k in own if k not in weights and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise UserError(f"--INIT={source}: the weights lack {missing[0]} (and {len(missing) - 1} more) of "
+                        f"--BACKBONE={model.hparams.backbone}; were they made for another backbone?")
+    for key, value in weights.items():
+        if key not in own:
+            raise UserError(f"--INIT={source}: {key} is not a weight of --BACKBONE={model.hparams.backbone}; "
+                            f"were they made for another backbone?")
+        if value.shape != own[key].shape:
+            raise UserError(f"--INIT={source}: {key} has shape {tuple(value.shape)}, --BACKBONE="
+                            f"{model.hparams.backbone} needs {tuple(own[key].shape)}")
+    model.backbone.load_state_dict(weights, strict=False)
+    target = getattr(model.objective, "backbone_momentum", None)
+    if target is not None:  # BYOL's and DINO's teacher starts as a copy of the backbone
+        target.load_state_dict(model.backbone.state_dict())
 
 
 def load_model(path) -> SSLModel:

@@ -17,7 +17,8 @@ from .config import UserError
 from .images import UNREADABLE_ERRORS, load_image, read_image
 from .index import IndexSettings, cached_index, describe, on_gpus_if_available
 from .index import search as index_search
-from .search import top_k
+from .hunt import Graph, cached_graph, hunt_scores, top_scored
+from .search import mean_query, top_k
 
 log = logging.getLogger("spacessl")
 
@@ -103,6 +104,32 @@ def neighbours(run, query: np.ndarray, k: int, exclude=(), exact_limit: int = 20
         rows = found[order]
     return pd.DataFrame({"rank": range(1, len(rows) + 1), "filename": [run.names[i] for i in rows],
                          "cosine_distance": np.round(distances, 6)})
+
+
+def hunt_graph(run, exact_limit: int = 200000, index_settings: IndexSettings = IndexSettings()) -> Graph:
+    """The nearest-neighbour graph a hunt spreads its marks over (hunt.py), built once per run and
+    post-processing and cached beside the embeddings: exact neighbours up to exact_limit images,
+    beyond it through the run's FAISS index."""
+    source = {**json.loads((run.cache_dir / "meta.json").read_text()), "postprocess": run.transform.kind}
+    index = None
+    if len(run.names) > exact_limit:
+        index, _ = cached_index(run.vectors, run.cache_dir, source, index_settings, INDEX_SEED)
+    return cached_graph(run.vectors, run.cache_dir, source, index)
+
+
+def hunt_neighbours(run, graph: Graph, yes: list, no: list, k: int, exclude=()):
+    """(table, how): the k images a hunt shows first, from the images marked yes and no (rows of
+    the run, or search vectors of images outside it), as rank, filename, cosine_distance (to the
+    mean of the yes images, for reference: the order is the hunt's), `exclude` left out."""
+    scores, how = hunt_scores(run.vectors, graph, yes, no)
+    rows = top_scored(scores, k, exclude)
+    yes_vectors = np.stack([np.asarray(run.vectors[m] if isinstance(m, (int, np.integer)) else m, dtype=np.float64)
+                            for m in yes])
+    distances = 1 - np.asarray(run.vectors[np.sort(rows)], dtype=np.float64)[np.argsort(np.argsort(rows))] \
+        @ mean_query(yes_vectors)
+    table = pd.DataFrame({"rank": range(1, len(rows) + 1), "filename": [run.names[i] for i in rows],
+                          "cosine_distance": np.round(distances, 6)})
+    return table, how
 
 
 def short(name: str, width: int = 24) -> str:

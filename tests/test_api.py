@@ -1,7 +1,10 @@
 """The notebook API (spacessl.api): the README's example, run as written, and its answers
 against SSL_Evaluate.py's."""
 
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -57,3 +60,11 @@ def test_several_names_and_bad_names(run):
         api.search("no-such-image.jpg")
     with pytest.raises(UserError, match="expected 2-D"):
         api.search(np.zeros(5))
+
+
+def test_the_package_imports_from_any_folder(tmp_path):
+    # `pip install -e .` (the Makefile's install step): a notebook elsewhere needs no sys.path edit.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", "import spacessl.api, spacessl.explore; print(spacessl.api.open_run.__name__)"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "open_run", done.stderr[-500:]

@@ -69,3 +69,15 @@ def test_atomic_path_moves_the_file_into_place_with_normal_permissions(tmp_path)
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+def test_only_a_scripts_own_block_are_its_settings():
+    import SSL_Evaluate
+    import SSL_Train
+
+    train = resolve_config(vars(SSL_Train), [])
+    assert "NN_BANK_SHARE" not in train and "INIT" in train and "LOG_EVERY_N_STEPS" in train
+    evaluate = resolve_config(vars(SSL_Evaluate), [])
+    assert not {"MIN_DIST", "NEIGHBOURS", "PERPLEXITY", "MAP_SEED"} & set(evaluate)
+    with pytest.raises(UserError, match="unknown hyperparameter --NEIGHBOURS"):
+        resolve_config(vars(SSL_Evaluate), ["--NEIGHBOURS=5"])

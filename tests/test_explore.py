@@ -18,8 +18,7 @@ from PIL import Image
 
 from conftest import run_cli
 from spacessl.config import UserError, resolve_config
-from spacessl.hunt import hunt_direction
-from spacessl.search import top_k
+from spacessl.hunt import Graph, hunt_scores, seeds, top_scored
 
 
 def unit(rows):
@@ -27,20 +26,36 @@ def unit(rows):
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def test_marks_rank_by_the_mean_of_yes_then_by_a_classifier_against_no():
-    yes = unit([[1, 0.2], [1, -0.2]])
-    no = unit([[0.8, 0.6], [0.8, 0.5]])
-    candidates = unit([[0.9, 0.44], [0.8, -0.6], [-1, 0]])  # near the no side, away from it, opposite
-    direction, how = hunt_direction(yes[:1], no)  # one yes: too few for a classifier
-    assert how == "mean of 1 yes"
-    np.testing.assert_allclose(direction, yes[0])
-    mean_only, how = hunt_direction(yes, no[:1])
-    assert how == "mean of 2 yes" and top_k(candidates, mean_only, 3)[0].tolist() == [0, 1, 2]
-    learned, how = hunt_direction(yes, no)
-    assert how == "mean of 2 yes + classifier on 2 yes / 2 no" and np.isclose(np.linalg.norm(learned), 1)
-    assert top_k(candidates, learned, 3)[0].tolist() == [1, 0, 2]  # "not like those" moved the no-side image down
+def ring_and_pair():
+    """Images 0-7 linked in a ring (each to the one before and after), 8-9 a pair apart, weights 1."""
+    rows = np.array([[(i - 1) % 8, (i + 1) % 8] for i in range(8)] + [[9, 9], [8, 8]])
+    return Graph(rows, np.ones(rows.shape))
+
+
+def test_marks_spread_along_the_graph_and_no_marks_push_their_side_down():
+    graph, vectors = ring_and_pair(), unit(np.eye(10))  # the vectors only matter for outside images
+    scores, how = hunt_scores(vectors, graph, [0], [])
+    assert how == "diffusion from 1 yes over the 10-nearest-neighbour graph"
+    # The solution of (I - 0.99 S) f = y, S = D^-1/2 W D^-1/2: on the ring every degree is 2, so S = W / 2.
+    ring = np.zeros((8, 8))
+    for i in range(8):
+        ring[i, (i + 1) % 8] = ring[i, (i - 1) % 8] = 0.5
+    np.testing.assert_allclose(scores[:8], np.linalg.solve(np.eye(8) - 0.99 * ring, np.eye(8)[0]), rtol=1e-4)
+    # Along the ring the score falls with the steps from the yes image; the pair apart gets none.
+    assert scores[1] == pytest.approx(scores[7]) and scores[1] > scores[2] > scores[3] > scores[4] > 0
+    assert scores[8] == scores[9] == 0 and top_scored(scores, 9, exclude=[0])[-2:].tolist() == [8, 9]
+    scores, how = hunt_scores(vectors, graph, [0], [4])
+    assert how == "diffusion from 1 yes / 1 no over the 10-nearest-neighbour graph"
+    assert scores[1] > 0 > scores[3] and top_scored(scores, 2, exclude=[0, 4]).tolist() in ([1, 7], [7, 1])
     with pytest.raises(UserError, match="mark at least one image as 'yes'"):
-        hunt_direction(np.empty((0, 2)), no)
+        hunt_scores(vectors, graph, [], [4])
+
+
+def test_an_image_outside_the_archive_starts_from_its_nearest_rows():
+    vectors = unit([[1, 0], [0.9, 0.1], [0, 1], [-1, 0]])
+    y = seeds(vectors, [np.array([1.0, -0.05]) / np.linalg.norm([1.0, -0.05]), 2])
+    assert y.sum() == pytest.approx(1) and y[2] == pytest.approx(0.5)  # a row of the archive: itself
+    assert y[0] > y[1] > 0 and y[3] == 0  # the outside image: its nearest rows, by similarity cubed (none if negative)
 
 
 @pytest.fixture
@@ -63,7 +78,7 @@ def test_not_like_ranks_the_same_in_the_script_and_the_notebook(embedded_run, ca
     argv = [f"--RUN={embedded_run}", f"--QUERY={','.join(yes)}", f"--NOT={','.join(no)}", "--TOP_K=6",
             "--NUM_WORKERS=0", "--REPORT=False"]
     assert run_cli(SSL_Evaluate, argv) == 0
-    assert "ranked by the mean of 2 yes + classifier on 2 yes / 2 no" in capsys.readouterr().out
+    assert "ranked by diffusion from 2 yes / 2 no over the 10-nearest-neighbour graph" in capsys.readouterr().out
     written = pd.read_csv(sorted((embedded_run / "queries").glob("*/neighbours.csv"))[-1])
     table = open_run(embedded_run).search(yes, k=6, not_like=no)
     assert written["filename"].tolist() == table["filename"].tolist()
@@ -191,7 +206,8 @@ def test_bad_requests_get_one_line_answers_and_no_mark_is_lost(embedded_run):
         saved = pd.read_csv(explore / "marks.csv", keep_default_na=False)
         assert sorted(saved["filename"]) == sorted(names[:20] + ["gone.jpg"])
         status, body = call(f"{base}/api/hunt")
-        assert body["method"] == "mean of 10 yes + classifier on 10 yes / 10 no" and body["missing"] == ["gone.jpg"]
+        assert body["method"] == "diffusion from 10 yes / 10 no over the 10-nearest-neighbour graph"
+        assert body["missing"] == ["gone.jpg"]
         assert len(body["rows"]) == 4 and not {r["filename"] for r in body["rows"]} & set(names[:20])
     finally:
         server.should_exit = True
@@ -228,14 +244,14 @@ def test_hunting_in_a_real_browser(embedded_run):
                 page.locator(f'#queryresults .cell[data-filename="{name}"] .mark-yes').click()
                 expect(page.locator("#message")).to_contain_text(f"marked {name} yes")
             page.click('button[data-view="huntview"]')
-            expect(page.locator("#method")).to_have_text("mean of 3 yes")
+            expect(page.locator("#method")).to_have_text("diffusion from 3 yes over the 10-nearest-neighbour graph")
             ranked = page.locator("#huntresults .cell")
             expect(ranked).to_have_count(6)
             before = [ranked.nth(i).get_attribute("data-filename") for i in range(6)]
             for name in before[:2]:
                 page.locator(f'#huntresults .cell[data-filename="{name}"] .mark-no').click()
                 expect(page.locator("#message")).to_contain_text(f"marked {name} no")
-            expect(page.locator("#method")).to_have_text("mean of 3 yes + classifier on 3 yes / 2 no")
+            expect(page.locator("#method")).to_have_text("diffusion from 3 yes / 2 no over the 10-nearest-neighbour graph")
             expect(page.locator("#counts")).to_have_text("3 yes, 2 no")
             after = [ranked.nth(i).get_attribute("data-filename") for i in range(ranked.count())]
             assert after != before and not set(after) & set(before[:2] + shown[:3])
@@ -256,5 +272,6 @@ def test_hunting_in_a_real_browser(embedded_run):
             server.should_exit = True
     export = sorted((embedded_run / "explore" / "exports").iterdir())[-1]
     table = pd.read_csv(export / "ranking.csv")
+    assert table.columns.tolist() == ["rank", "filename", "cosine_distance"]  # as SSL_Evaluate.py's neighbours.csv
     assert table["filename"].tolist() == after[:4] and (export / "contact_sheet.png").stat().st_size > 0
     assert pd.read_csv(embedded_run / "explore" / "ranking.csv")["filename"].tolist() == after

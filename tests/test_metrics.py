@@ -7,6 +7,7 @@ import pytest
 
 from spacessl.config import UserError
 from spacessl.metrics import (cross_validate, knn_accuracy, knn_predict, mean_std, per_class_sample, precision_at_k,
+                              precision_per_class,
                      temporal_neighbour_fraction, usable_folds)
 
 
@@ -30,6 +31,15 @@ def test_precision_at_k_is_exact():
     assert precision_at_k(vectors, labels, 3) == pytest.approx(2 / 3)
     # k=5 (everyone else): 2 of 5 share the class
     assert precision_at_k(vectors, labels, 5) == pytest.approx(2 / 5)
+
+
+def test_precision_per_class_shows_a_rare_class_the_mean_hides():
+    # Class a: 0, 10, 20, 30 degrees; the rare class r: 35 and 120. k=1: 0, 10 and 20 find an a,
+    # 30 finds 35 (an r) -> a 3/4; 35 finds 30 (0) and 120 finds 35 (1) -> r 1/2; all rows 4/6.
+    vectors = angles(0, 10, 20, 30, 35, 120)
+    labels = np.array(list("aaaarr"))
+    assert precision_per_class(vectors, labels, 1) == pytest.approx({"a": 0.75, "r": 0.5})
+    assert precision_at_k(vectors, labels, 1) == pytest.approx(4 / 6)
 
 
 def test_precision_at_k_over_several_chunks(monkeypatch):

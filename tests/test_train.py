@@ -146,3 +146,17 @@ def test_script_is_safe_to_import():
     result = subprocess.run([sys.executable, "-c", "import SSL_Train, SSL_Evaluate"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
+
+
+def test_default_run_name_comes_from_the_data_folder_and_method_and_a_hint_names_the_preset(tmp_path, capsys):
+    copy_images(THEMIS, tmp_path / "frames", 12)
+    args = ["--AUGMENTATION=astro", "--METHOD=simclr", "--RUN_NAME="]
+    assert train(tmp_path / "frames", tmp_path / "runs", *args) == 0
+    out = capsys.readouterr().out
+    assert "note: the images are grey, --AUGMENTATION=astro was made for colour pictures; for all-sky frames use allsky" in out
+    assert (tmp_path / "runs" / "frames_simclr" / "last.ckpt").is_file()
+    assert train(tmp_path / "frames", tmp_path / "runs", *args) == 0  # taken: a second folder, with the time
+    second = [p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith("frames_simclr-")]
+    assert len(second) == 1 and (tmp_path / "runs" / second[0] / "last.ckpt").is_file()
+    assert train(tmp_path / "frames", tmp_path / "runs", *args, "--RESUME=True") == 2
+    assert "name the run to continue with --RUN_NAME" in capsys.readouterr().err
