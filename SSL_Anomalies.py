@@ -45,7 +45,7 @@ _CAPTION_PX = 16  # height of the caption strip under each pair in anomalies.png
 
 def score_images(vectors, k: int):
     """(score, nearest neighbour index, its distance) per image; score = distance to the k-th."""
-    nearest, similarity = all_nearest(vectors, k)
+    nearest, similarity = all_nearest(vectors, k, desc="nearest neighbours")
     return 1 - similarity[:, -1], nearest[:, 0], 1 - similarity[:, 0]
 
 

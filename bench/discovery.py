@@ -60,7 +60,7 @@ from spacessl.config import UserError, atomic_path, resolve_config, run_main, us
 from spacessl.discovery import hunt, random_order  # noqa: E402
 from spacessl.embeddings import eval_dataset  # noqa: E402
 from spacessl.hunt import GRAPH_K, Graph, hunt_scores  # noqa: E402
-from spacessl.images import collate_readable, unit_tensor  # noqa: E402
+from spacessl.images import collate_readable, detect_channels, unit_tensor  # noqa: E402
 from spacessl.model import SSLModel, load_model  # noqa: E402
 from spacessl.runs import new_output_dir  # noqa: E402
 from spacessl.search import all_nearest, mean_query  # noqa: E402
@@ -91,6 +91,7 @@ MIRABEST_STORED = 80             # mirabest copies: px side
 
 HUNTED = {"galaxyzoo": "5,3", "demo": "5,3", "mirabest": "FRI"}  # mergers and edge-on; FR I made rare
 MERGE = {"galaxyzoo": GALAXY_MERGE, "demo": GALAXY_MERGE, "mirabest": ""}
+INPUT_SIZE = {"galaxyzoo": 48, "demo": 64, "mirabest": 64}  # the networks' input without RUNS (bench/ablation.py's)
 DEMO_IMAGES = ROOT / "data" / "sample" / "galaxies"
 DEMO_LABELS = ROOT / "data" / "sample" / "galaxy_labels.csv"
 MIN_EACH = 2  # classifier, svm: marks of each kind before they replace the mean (as hunt.py)
@@ -278,9 +279,11 @@ def main(argv):
         sources = {}
         for run in runs:
             sources[f"{run.parent.name}/{run.stem}"] = load_model(run)
-        if cfg["BASELINES"] and runs:
+        if cfg["BASELINES"]:
             torch.manual_seed(seed)
-            sources["random_weights"] = SSLModel(**dict(next(iter(sources.values())).hparams))
+            # The first run's network with random weights; without runs, a resnet18 for the set's images.
+            sources["random_weights"] = SSLModel(**dict(next(iter(sources.values())).hparams)) if sources else \
+                SSLModel(in_channels=detect_channels(images, kept_names), input_size=INPUT_SIZE[cfg["SET"]])
         for source, model in sources.items():
             if cfg["INVARIANCE"]:
                 share = invariance_share(model, images, kept_names, cfg["NUM_WORKERS"], seed)
@@ -288,7 +291,7 @@ def main(argv):
             score(source, model_features(model, images, kept_names, cfg), kept_classes, hunted, seed, cfg, curves,
                   results)
         if cfg["BASELINES"]:
-            channels = next(iter(sources.values())).hparams.in_channels if sources else 3
+            channels = sources["random_weights"].hparams.in_channels
             pixels = raw_pixel_embeddings(images, kept_names, channels, 32, 128, seed)
             score("raw_pixels", {"pool": pixels}, kept_classes, hunted, seed, cfg, curves, results)
     table = pd.read_csv(results)

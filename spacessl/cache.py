@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from .config import atomic_path, new_memmap, write_json
 from .images import (CHANNEL_SAMPLE, DEEP_MAX, PICTURE_EXTENSIONS, UNREADABLE_ERRORS, data_digest, has_extension,
                      picture_bands, read_image, resize_unit, unit_tensor)
+from .progress import progress
 
 log = logging.getLogger("spacessl")
 
@@ -92,7 +93,7 @@ def decoded_cache(root, files, channels: int, side: int, cache_dir: Path, worker
                         collate_fn=keep_as_list)
     with atomic_path(cache_dir / "images.npy") as tmp:
         images = new_memmap(tmp, dtype, (len(files), channels, side, side))
-        for batch in loader:
+        for batch in progress(loader, total=len(loader), desc="decoding", unit="batches"):
             for pixels, index in batch:
                 if pixels is not None:
                     images[index] = pixels

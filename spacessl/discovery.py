@@ -42,6 +42,6 @@ def hunt(rank: Ranker, is_target: np.ndarray, start: int, rounds: int, shown: in
 
 
 def random_order(n: int, seed: int) -> Ranker:
-    """A ranking that ignores the marks: a seeded random order (what a user without the tool sees)."""
-    scores = np.random.default_rng(seed).permutation(n).astype(np.float64)
-    return lambda yes, no: scores
+    """A ranking that ignores the marks: a random order (what a user without the tool sees), drawn
+    anew for each hunt from the seed and the hunt's start image, so hunts do not share one draw."""
+    return lambda yes, no: np.random.default_rng([seed, yes[0]]).permutation(n).astype(np.float64)

@@ -24,6 +24,7 @@ from collate import eval_transform
 from .config import UserError, atomic_path, fingerprint, new_memmap, write_json
 from .hardware import autocast
 from .images import UNREADABLE_ERRORS, ImageFolder, collate_readable, data_digest, from_stored, read_image
+from .progress import progress
 
 log = logging.getLogger("spacessl")
 
@@ -85,7 +86,7 @@ def embed_images(model, root, files, batch_size: int, num_workers: int, device: 
         stack.enter_context(torch.inference_mode())
         stack.enter_context(autocast(device))
         tmp = stack.enter_context(atomic_path(out_path)) if out_path is not None else None
-        for batch in loader:
+        for batch in progress(loader, total=len(loader), desc="embedding", unit="batches"):
             if batch is None:
                 continue
             images, indices = batch

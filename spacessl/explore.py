@@ -12,9 +12,11 @@ images and cached in <run>/explore/thumbs/; the full images are never sent. Expo
 <run>/explore/exports/hunt-<time>/: ranking.csv and contact_sheet.png.
 """
 
+import base64
 import hashlib
 import io
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,7 +32,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from .config import UserError, atomic_path
-from .images import UNREADABLE_ERRORS, load_image
+from .images import UNREADABLE_ERRORS, from_stored, load_image, read_stored, sniffed_suffix, to_picture
 from .index import IndexSettings
 from .maps import latest_map, unit_square
 from .queries import grid_figure, hunt_graph, hunt_neighbours, neighbours, resolve_query
@@ -105,20 +107,32 @@ class Explorer:
         return [{"index": self.index_of[name], "filename": name, "distance": float(distance)}
                 for _, name, distance in found.itertuples(index=False)]
 
-    def search_name(self, name: str, k: int) -> list:
+    def search_name(self, name: str, k: int) -> dict:
+        """The neighbours of an image of the run, and its row (the page shows it as the query)."""
         row = self.row_of(name)
-        return self.table(np.asarray(self.run.vectors[row], dtype=np.float64), k, [row])
+        return {"rows": self.table(np.asarray(self.run.vectors[row], dtype=np.float64), k, [row]), "query_index": row}
 
-    def search_upload(self, data: bytes, k: int) -> list:
-        try:
-            with Image.open(io.BytesIO(data)) as picture:
-                picture.load()
-                image = picture.copy()
-        except UNREADABLE_ERRORS as err:
-            raise ValueError(f"the upload is not an image that can be read ({err}); send a PNG, JPEG or TIFF file") from None
+    def search_upload(self, data: bytes, k: int) -> dict:
+        """Neighbours of an uploaded file, read by the same code as a query file on disk
+        (images.read_stored: pictures, 16-bit TIFF, FITS, .npy, PGM)."""
+        with tempfile.TemporaryDirectory(prefix="spacessl-upload-") as folder:
+            path = Path(folder) / f"upload{sniffed_suffix(data)}"
+            path.write_bytes(data)
+            try:
+                stored = read_stored(path)
+                from_stored(stored, self.run.model.hparams.in_channels, self.run.model.hparams.stretch)
+            except UNREADABLE_ERRORS as err:
+                raise ValueError(f"the upload is not an image that can be read ({err}); send a picture "
+                                 f"(PNG, JPEG, TIFF), a FITS, .npy or PGM file") from None
         with self.model_lock:
-            vector = self.run.embed(image)
-        return self.table(vector, k, [])
+            vector = self.run.embed(stored)  # as a query file on disk is embedded (embeddings.embed_image)
+        hp = self.run.model.hparams
+        picture = to_picture(from_stored(stored, hp.in_channels, hp.stretch), hp.in_channels)
+        picture.thumbnail((self.settings["THUMB_PX"],) * 2)
+        shown = io.BytesIO()
+        picture.save(shown, format="PNG")
+        return {"rows": self.table(vector, k, []),
+                "query_thumb": "data:image/png;base64," + base64.b64encode(shown.getvalue()).decode()}
 
     def current(self) -> dict:
         """ranking() while no mark changes (requests are served from several threads)."""
@@ -238,8 +252,8 @@ def make_app(explorer: Explorer) -> Starlette:
             return error(f"{explorer.run.names[index]} cannot be read ({err})", 410)
 
     def search(request):
-        return answer(lambda: {"rows": explorer.search_name(request.query_params.get("name", ""),
-                                                             count(request, "k", settings["SHOWN"]))})
+        return answer(lambda: explorer.search_name(request.query_params.get("name", ""),
+                                                   count(request, "k", settings["SHOWN"])))
 
     async def upload(request: Request):
         # The whole body is read (what is beyond the limit is dropped, not kept) before the answer:
@@ -254,7 +268,7 @@ def make_app(explorer: Explorer) -> Starlette:
         if not received:
             return error("the upload is empty: choose an image file", 400)
         data = b"".join(chunks)
-        return answer(lambda: {"rows": explorer.search_upload(data, count(request, "k", settings["SHOWN"]))})
+        return answer(lambda: explorer.search_upload(data, count(request, "k", settings["SHOWN"])))
 
     def hunt(request):
         return answer(explorer.current)

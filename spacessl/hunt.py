@@ -29,6 +29,7 @@ from scipy.sparse import csr_matrix, diags, identity
 from scipy.sparse.linalg import cg
 
 from .config import UserError, atomic_path, fingerprint, write_json
+from .progress import progress
 from .search import all_nearest, mean_query, top_k
 
 log = logging.getLogger("spacessl")
@@ -64,10 +65,10 @@ def knn_lists(vectors, k: int, index=None):
     """(rows, similarities) of every image's k nearest others: exact, or through a FAISS index
     (its candidates' similarities recomputed from the vectors)."""
     if index is None:
-        return all_nearest(vectors, k)
+        return all_nearest(vectors, k, desc="hunt graph")
     n = len(vectors)
     rows, sims = np.empty((n, k), dtype=np.int64), np.empty((n, k))
-    for start in range(0, n, GRAPH_CHUNK):
+    for start in progress(range(0, n, GRAPH_CHUNK), desc="hunt graph", unit="chunks"):
         block = np.asarray(vectors[start:start + GRAPH_CHUNK], dtype=np.float32)
         _, found = index.search(block, k + 1)
         for i, candidates in enumerate(found):
@@ -76,7 +77,6 @@ def knn_lists(vectors, k: int, index=None):
             keep += [own] * (k - len(keep))  # too few found: a self-link adds no edge weight elsewhere
             rows[own] = keep
             sims[own] = np.asarray(vectors[keep], dtype=np.float64) @ block[i]
-        log.info("hunt graph: %d of %d images linked", min(start + GRAPH_CHUNK, n), n)
     return rows, sims
 
 

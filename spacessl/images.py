@@ -18,6 +18,7 @@ or one with a band count the model does not take, is skipped with a warning nami
 import functools
 import gzip
 import hashlib
+import io
 import logging
 import os
 from pathlib import Path
@@ -233,6 +234,26 @@ def read_stored(path):
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
     return img.convert("L" if img.mode in GREY_MODES else "RGB")
+
+
+def sniffed_suffix(data: bytes) -> str:
+    """The file suffix of an image's bytes (an upload has no trustworthy name), so it is read by
+    read_stored like the same file on disk: FITS, NumPy, PGM (each maybe gzipped), else a picture."""
+    zipped = ".gz" if data[:2] == b"\x1f\x8b" else ""
+    head = data[:16]
+    if zipped:
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as unzipped:
+                head = unzipped.read(16)
+        except (OSError, EOFError):
+            return ".png"  # not a gzip file after all: let the picture reader say what it is
+    if head.startswith(b"SIMPLE  ="):
+        return ".fits" + zipped
+    if head.startswith(b"P5") or head.startswith(b"P2"):
+        return ".pgm" + zipped
+    if head.startswith(b"\x93NUMPY") and not zipped:
+        return ".npy"
+    return ".png"  # PIL reads any picture format by its content, whatever the suffix
 
 
 def picture_bands(picture: Image.Image) -> np.ndarray:

@@ -37,6 +37,7 @@ import faiss
 import numpy as np
 
 from .config import atomic_path, fingerprint, write_json
+from .progress import progress
 from .search import nearest_rows
 
 log = logging.getLogger("spacessl")
@@ -166,7 +167,7 @@ def describe(info: dict) -> str:
 
 
 def add_in_chunks(index, vectors) -> None:
-    for start in range(0, len(vectors), ADD_CHUNK):
+    for start in progress(range(0, len(vectors), ADD_CHUNK), desc="adding to the index", unit="chunks"):
         index.add(np.asarray(vectors[start:start + ADD_CHUNK], dtype=np.float32))
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import UserError, atomic_path, fingerprint, new_memmap, write_json
+from .progress import progress
 
 log = logging.getLogger("spacessl")
 
@@ -104,7 +105,7 @@ def search_vectors(vectors, kind: str, cache_dir: Path, source: dict):
             np.savez(handle, mean=transform.mean, axes=transform.axes)
     with atomic_path(data_path) as tmp:
         out = new_memmap(tmp, np.float32, (len(vectors), transform.axes.shape[0]))
-        for start in range(0, len(vectors), CHUNK):
+        for start in progress(range(0, len(vectors), CHUNK), desc=f"post-processing ({kind})", unit="chunks"):
             out[start:start + CHUNK] = transform.apply(vectors[start:start + CHUNK])
         out.flush()
         del out

@@ -3,6 +3,7 @@
 import numpy as np
 
 from .config import UserError
+from .progress import progress
 
 
 def mean_query(vectors: np.ndarray) -> np.ndarray:
@@ -46,17 +47,19 @@ def best_of(similarity: np.ndarray, index: np.ndarray, k: int):
     return rows, sims
 
 
-def nearest_rows(bank: np.ndarray, queries: np.ndarray, k: int, self_offset=None):
+def nearest_rows(bank: np.ndarray, queries: np.ndarray, k: int, self_offset=None, desc: str = ""):
     """For each query row, the indices and cosine similarities of its k nearest rows of `bank`
     (k capped at what there is), nearest first, ties by index. With self_offset=s, query i is row
     s + i of the bank and never its own neighbour. Exact; the one brute-force search that exact
     top-k, all-pairs neighbours, kNN votes and index recall checks all use. Blocked over queries
-    and bank rows, so a memory-mapped bank is streamed: O(ALL_PAIRS_CHUNK x BANK_CHUNK) memory."""
+    and bank rows, so a memory-mapped bank is streamed: O(ALL_PAIRS_CHUNK x BANK_CHUNK) memory.
+    With `desc`, a progress bar of that name on a terminal (progress.py)."""
     n = len(bank)
     k = min(k, n - (self_offset is not None))
     indices = np.empty((len(queries), k), dtype=np.int64)
     similarities = np.empty((len(queries), k), dtype=np.float64)
-    for start in range(0, len(queries), ALL_PAIRS_CHUNK):
+    blocks = range(0, len(queries), ALL_PAIRS_CHUNK)
+    for start in progress(blocks, desc=desc, unit="blocks") if desc else blocks:
         stop = min(start + ALL_PAIRS_CHUNK, len(queries))
         block = np.asarray(queries[start:stop], dtype=np.float32)
         best_idx, best_sim = np.empty((stop - start, 0), dtype=np.int64), np.empty((stop - start, 0))
@@ -74,7 +77,7 @@ def nearest_rows(bank: np.ndarray, queries: np.ndarray, k: int, self_offset=None
     return indices, similarities
 
 
-def all_nearest(vectors: np.ndarray, k: int):
+def all_nearest(vectors: np.ndarray, k: int, desc: str = ""):
     """For every row, the indices and cosine similarities of its k nearest other rows, nearest
-    first (ties by index). Exact, in blocks of rows: O(n^2) time."""
-    return nearest_rows(vectors, vectors, k, self_offset=0)
+    first (ties by index). Exact, in blocks of rows: O(n^2) time; `desc` names its progress bar."""
+    return nearest_rows(vectors, vectors, k, self_offset=0, desc=desc)

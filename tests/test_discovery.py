@@ -61,3 +61,7 @@ def test_ties_are_broken_by_row_and_random_order_is_seeded():
     first = hunt(random_order(100, 7), np.arange(100) % 10 == 0, start=0, rounds=5, shown=20)
     again = hunt(random_order(100, 7), np.arange(100) % 10 == 0, start=0, rounds=5, shown=20)
     assert np.array_equal(first, again) and first[-1] == 9  # every image but the start: all 9 others found
+    # Each start draws its own order: over many hunts the first page holds the class's share on average.
+    is_target = np.arange(1000) % 10 == 0
+    pages = [hunt(random_order(1000, 7), is_target, start=s, rounds=1, shown=20)[-1] for s in range(0, 1000, 10)]
+    assert len(set(pages)) > 1 and 1.0 < np.mean(pages) < 3.0  # 99 of 999 others: 1.98 expected per 20
