@@ -28,12 +28,12 @@ from spacessl.config import (UserError, atomic_path, format_config, require, res
                              wants_help)
 from spacessl.explain import CAM_LAYERS, explain_pair
 from spacessl.hunt import query_vector
-from spacessl.images import load_image
+from spacessl.images import image_time, load_image
 from spacessl.index import IndexSettings
 from spacessl.maps import METHODS, MIN_DIST, NEIGHBOURS, PERPLEXITY, draw_scatter, latest_map, project, save_map
 from spacessl.maps import SEED as MAP_SEED
-from spacessl.queries import (grid_figure, hunt_graph, hunt_neighbours, neighbour_panels, neighbours, resolve_query,
-                              split_queries)
+from spacessl.queries import (COLUMNS, grid_figure, hunt_graph, hunt_neighbours, neighbour_panels, neighbours,
+                              neighbours_apart, resolve_query, split_queries, with_times)
 from spacessl.report import created, file_uri, png_uri, write_page
 from spacessl.runs import new_output_dir, open_run, result_dir
 
@@ -48,6 +48,9 @@ POSTPROCESS = "auto"            # embeddings before cosine search, fitted on thi
 NOT = ""                        # images the results should not be like, as QUERY: ranked as a hunt from QUERY (yes)
                                 # and NOT (no) over the archive's neighbour graph (spacessl/hunt.py); "" = none
 TOP_K = 10                      # neighbours to return, >= 1
+EXCLUDE_WITHIN = 0.0            # leave out images taken within this many seconds of a query (a camera's next frames
+                                # show the same event again); frames in file-name order where no time is known
+                                # (times: THEMIS PGM headers, FITS DATE-OBS, or a date_time in the file name); 0 = none
 DATA_DIR = ""                   # images to search; "" = the folder the run was trained on
 OUTPUT_DIR = ""                 # where results go; "" = inside the run folder, or checkpoints/<run name> here
                                 # when the run folder cannot be written (a colleague's run, a read-only mount)
@@ -100,7 +103,7 @@ def write_query_report(cfg: dict, run, out_dir: Path, query_paths: list, query_r
 
     queries = [(thumb(p), f"query: {p.name}", "query") for p in query_paths]
     neighbours = [(thumb(run.data_dir / name), f"#{rank}  d={dist:.4f}  {name}", "neighbour")
-                  for rank, name, dist in table.itertuples(index=False)]
+                  for rank, name, dist in table[COLUMNS].itertuples(index=False)]
     sections = [("Query" + ("" if len(queries) == 1 else " (searched by the mean of their embeddings)"), queries),
                 ("Nearest neighbours (cosine distance)", neighbours)]
     coords = report_map(cfg, run)
@@ -115,7 +118,7 @@ def write_query_report(cfg: dict, run, out_dir: Path, query_paths: list, query_r
         log.info("no Grad-CAM maps in the report: a %s backbone has no convolutional %s",
                  run.model.hparams.backbone, cfg["CAM_LAYER"])
         explain_top = 0
-    for rank, name, _ in list(table.itertuples(index=False))[:explain_top]:
+    for rank, name, _ in list(table[COLUMNS].itertuples(index=False))[:explain_top]:
         picture = explain_pair(run.model, query_paths[0], run.data_dir / name, cfg["CAM_LAYER"],
                                max(1, side // run.model.hparams.input_size))
         with atomic_path(out_dir / f"explain_{rank}.png") as tmp:
@@ -144,6 +147,7 @@ def main(argv):
     require(cfg["MAP_METHOD"] in METHODS, f"--MAP_METHOD={cfg['MAP_METHOD']}: choose {' or '.join(METHODS)}")
     require(cfg["CAM_LAYER"] in CAM_LAYERS, f"--CAM_LAYER={cfg['CAM_LAYER']}: choose {', '.join(CAM_LAYERS)}")
     require(cfg["EXPLAIN_TOP"] >= 0 and cfg["THUMB_PX"] >= 1, "--EXPLAIN_TOP must be >= 0, --THUMB_PX >= 1")
+    require(cfg["EXCLUDE_WITHIN"] >= 0, f"--EXCLUDE_WITHIN={cfg['EXCLUDE_WITHIN']}: seconds (or frames) >= 0; 0 = none")
     require(min(cfg["GRID_COLUMNS"], cfg["GRID_DPI"]) >= 1 and cfg["PANEL_INCHES"] > 0,
             "--GRID_COLUMNS and --GRID_DPI must be at least 1, --PANEL_INCHES above 0")
     print(format_config(cfg))
@@ -159,16 +163,22 @@ def main(argv):
     resolved = [resolve_query(token, data_dir, index_of, run.skipped) for token in tokens]
     unlike = [resolve_query(token, data_dir, index_of, run.skipped) for token in not_tokens]
 
-    def marks(items):  # rows of the data set as they are, other files embedded on the fly
-        return [r if isinstance(r, int) else run.embed(r) for r in items]
+    # Rows of the data set stay rows (a hunt starts from them); other files are embedded on the fly.
+    yes, no = ([r if isinstance(r, int) else run.embed(r) for r in items] for items in (resolved, unlike))
     exclude = [r for r in resolved + unlike if isinstance(r, int)]
+    query = query_vector(np.stack([vectors[m] if isinstance(m, int) else m for m in yes]))
     if unlike:
         graph = hunt_graph(run, cfg["EXACT_LIMIT"], index_settings)
-        table, how = hunt_neighbours(run, graph, marks(resolved), marks(unlike), cfg["TOP_K"], exclude)
+        table, how = hunt_neighbours(run, graph, yes, no, cfg["TOP_K"], exclude)
         print(f"ranked by {how}")
+    elif cfg["EXCLUDE_WITHIN"] > 0:
+        times = [image_time(data_dir, names[r]) if isinstance(r, int) else image_time(r.parent, r.name)
+                 for r in resolved]
+        table = neighbours_apart(run, query, [r if isinstance(r, int) else None for r in resolved], times,
+                                 cfg["TOP_K"], exclude, cfg["EXCLUDE_WITHIN"], cfg["EXACT_LIMIT"], index_settings)
     else:
-        table = neighbours(run, query_vector(np.stack(marks(resolved))), cfg["TOP_K"], exclude,
-                           cfg["EXACT_LIMIT"], index_settings)
+        table = neighbours(run, query, cfg["TOP_K"], exclude, cfg["EXACT_LIMIT"], index_settings)
+    table = with_times(run, table)
     rows = [index_of[name] for name in table.filename]
 
     query_paths = [data_dir / names[r] if isinstance(r, int) else r for r in resolved]

@@ -35,7 +35,7 @@ from .config import UserError, atomic_path
 from .images import UNREADABLE_ERRORS, from_stored, load_image, read_stored, sniffed_suffix, to_picture
 from .index import IndexSettings
 from .maps import latest_map, unit_square
-from .queries import grid_figure, hunt_graph, hunt_neighbours, neighbours, resolve_query
+from .queries import COLUMNS, grid_figure, hunt_graph, hunt_neighbours, neighbours, resolve_query
 from .runs import new_output_dir
 
 PAGE = Path(__file__).with_name("explore.html")
@@ -46,8 +46,8 @@ STARTUP_WAIT_S = 0.05  # polling interval while a test waits for the server to s
 
 def ranking_table(rows: list) -> pd.DataFrame:
     """The hunt's shown rows as a CSV table, with the columns of SSL_Evaluate.py's neighbours.csv."""
-    return pd.DataFrame({"rank": range(1, len(rows) + 1), "filename": [r["filename"] for r in rows],
-                         "cosine_distance": [r["distance"] for r in rows]})
+    return pd.DataFrame(dict(zip(COLUMNS, (range(1, len(rows) + 1), [r["filename"] for r in rows],
+                                           [r["distance"] for r in rows]))))
 
 
 class Explorer:

@@ -15,12 +15,14 @@ What the model gets (`read_image`):
 or one with a band count the model does not take, is skipped with a warning naming it.
 """
 
+import datetime
 import functools
 import gzip
 import hashlib
 import io
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +65,8 @@ CHANNEL_SAMPLE = 256
 AUTO_WORKER_CAP = 8
 # Multi-frame files decoded and kept per loader process (consecutive frames come from one file).
 FRAME_FILES_KEPT = 2
+PGM_TIME_KEY = b'#"Image request start"'  # a THEMIS raw frame's time, in its own header
+NAME_TIME = re.compile(r"(?<!\d)(\d{8})[_T-]?(\d{6})(?!\d)")  # 20140310_060003 in a file name
 
 
 class BadImage(ValueError):
@@ -150,26 +154,40 @@ def data_digest(root, files) -> str:
     return digest.hexdigest()
 
 
-@functools.lru_cache(maxsize=FRAME_FILES_KEPT)
 def pgm_frames(path: str) -> list:
     """Every frame of a file of concatenated binary PGM (P5) images, e.g. a THEMIS ASI raw
     minute file (20 frames of 256 x 256, 16-bit big-endian, '#' metadata lines before each),
     as 2-D uint8 or uint16 arrays. Plain PGM parsing: the only THEMIS reader on PyPI
     (themis-imager-readfile) pins numpy < 2."""
+    return pgm_file(path)[0]
+
+
+def pgm_times(path: str) -> list:
+    """The time of each frame of such a file (its "Image request start" metadata line, UTC), or
+    None for a frame without one."""
+    return pgm_file(path)[1]
+
+
+@functools.lru_cache(maxsize=FRAME_FILES_KEPT)
+def pgm_file(path: str) -> tuple:
+    """(frames, times) of a multi-frame PGM file (pgm_frames, pgm_times)."""
     opener = gzip.open if path.lower().endswith(".gz") else open
     with opener(path, "rb") as handle:
         data = handle.read()
-    frames, pos = [], 0
+    frames, times, pos = [], [], 0
     while pos < len(data) and data[pos:].strip():
         if data[pos:pos + 2] != b"P5":
             raise BadImage(f"not a binary PGM (P5) frame at byte {pos}")
         pos += 2
-        fields = []
+        fields, taken = [], None
         while len(fields) < 3:  # width, height, maxval, between whitespace and '#' comment lines
             while data[pos:pos + 1].isspace():
                 pos += 1
             if data[pos:pos + 1] == b"#":
-                pos = data.index(b"\n", pos) + 1
+                end = data.index(b"\n", pos)
+                if data.startswith(PGM_TIME_KEY, pos):
+                    taken = parse_time(data[pos + len(PGM_TIME_KEY):end].decode("ascii", "replace"))
+                pos = end + 1
                 continue
             end = pos
             while end < len(data) and data[end:end + 1].isdigit():
@@ -185,10 +203,50 @@ def pgm_frames(path: str) -> list:
         if pos + size > len(data):
             raise BadImage(f"frame {len(frames)} is truncated")
         frames.append(np.frombuffer(data, dtype=dtype, count=width * height, offset=pos).reshape(height, width))
+        times.append(taken)
         pos += size
     if not frames:
         raise BadImage("no PGM frame in the file")
-    return frames
+    return frames, times
+
+
+def parse_time(text: str):
+    """A UTC datetime from an ISO-like text ("2014-03-10 06:00:00.063119 UTC",
+    "2014-03-10T06:00:00"), or None."""
+    text = text.strip().removesuffix("UTC").strip().replace(" ", "T", 1)
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=datetime.timezone.utc) if moment.tzinfo is None else moment
+
+
+def image_time(root, name: str):
+    """When image `name` of folder `root` was taken (UTC datetime), or None where nothing says:
+    a THEMIS PGM frame's own header line, a FITS header's DATE-OBS (plus TIME-OBS when the date
+    holds no time), else a date and time in the file name (20140310_060003, 20140310T060003)."""
+    file, frame = split_frame(Path(root) / name)
+    try:
+        if frame is not None or has_extension(file.name, FRAMES_EXTENSIONS):
+            return pgm_times(str(file))[frame or 0]
+        if has_extension(file.name, FITS_EXTENSIONS):
+            header = fits.getheader(file)
+            date = str(header.get("DATE-OBS", ""))
+            if date and "T" not in date and header.get("TIME-OBS"):
+                date = f"{date}T{header['TIME-OBS']}"
+            found = parse_time(date) if date else None
+            if found is not None:
+                return found
+    except UNREADABLE_ERRORS:
+        return None
+    match = NAME_TIME.search(Path(name).name)
+    if match:
+        try:
+            return datetime.datetime.strptime("".join(match.groups()), "%Y%m%d%H%M%S").replace(
+                tzinfo=datetime.timezone.utc)
+        except ValueError:
+            return None
+    return None
 
 
 def fits_pixels(path) -> np.ndarray:

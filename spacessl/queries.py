@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .config import UserError
-from .images import UNREADABLE_ERRORS, load_image, read_image
+from .images import UNREADABLE_ERRORS, image_time, load_image, read_image
 from .index import IndexSettings, cached_index, describe, on_gpus_if_available
 from .index import search as index_search
 from .hunt import Graph, cached_graph, hunt_scores, top_scored
@@ -25,6 +25,7 @@ log = logging.getLogger("spacessl")
 CLOSE_NAMES = 5     # suggestions shown for a query name that is not in the data set
 TITLE_INCHES = 0.4  # height added to each grid panel for its two-line title
 INDEX_SEED = 0      # seeds the index's k-means sample (IVF) and its recall queries
+COLUMNS = ["rank", "filename", "cosine_distance"]  # every neighbour table and CSV of the tool (plus `time` in SSL_Evaluate.py's)
 
 
 def split_queries(text: str) -> list:
@@ -102,8 +103,48 @@ def neighbours(run, query: np.ndarray, k: int, exclude=(), exact_limit: int = 20
         found = np.sort(found)
         order, distances = top_k(np.asarray(run.vectors[found], dtype=np.float32), query, len(found))
         rows = found[order]
-    return pd.DataFrame({"rank": range(1, len(rows) + 1), "filename": [run.names[i] for i in rows],
-                         "cosine_distance": np.round(distances, 6)})
+    return pd.DataFrame(dict(zip(COLUMNS, (range(1, len(rows) + 1), [run.names[i] for i in rows],
+                                           np.round(distances, 6)))))
+
+
+def with_times(run, table: pd.DataFrame) -> pd.DataFrame:
+    """The table with a `time` column: when each image was taken (UTC, ISO 8601; empty where
+    neither its file nor its name says: images.image_time)."""
+    times = [image_time(run.data_dir, name) for name in table["filename"]]
+    return table.assign(time=[t.isoformat() if t is not None else "" for t in times])
+
+
+def apart_from(run, table: pd.DataFrame, query_rows: list, query_times: list, within: float) -> pd.DataFrame:
+    """The rows of a neighbour table taken more than `within` seconds from every query image, or,
+    for a query whose time is unknown, more than `within` frames from it in file-name order (an
+    all-sky camera's next frames show the same event again)."""
+    index_of = {name: i for i, name in enumerate(run.names)}
+    keep = []
+    for name in table["filename"]:
+        taken = image_time(run.data_dir, name)
+        near = False
+        for row, moment in zip(query_rows, query_times):
+            if moment is not None and taken is not None:
+                near |= abs((taken - moment).total_seconds()) <= within
+            elif row is not None:
+                near |= abs(index_of[name] - row) <= within
+        keep.append(not near)
+    kept = table[keep].reset_index(drop=True)
+    return kept.assign(rank=range(1, len(kept) + 1))
+
+
+def neighbours_apart(run, query: np.ndarray, query_rows: list, query_times: list, k: int, exclude, within: float,
+                     exact_limit: int = 200000, index_settings: IndexSettings = IndexSettings()) -> pd.DataFrame:
+    """neighbours() without the images taken within `within` of a query (apart_from): more are
+    asked for until k are left or every image has been looked at."""
+    available = len(run.names) - len(set(exclude))
+    asked = min(k, available)
+    while True:
+        table = apart_from(run, neighbours(run, query, asked, exclude, exact_limit, index_settings),
+                           query_rows, query_times, within)
+        if len(table) >= k or asked >= available:
+            return table.head(k)
+        asked = min(4 * asked, available)
 
 
 def hunt_graph(run, exact_limit: int = 200000, index_settings: IndexSettings = IndexSettings()) -> Graph:
@@ -127,8 +168,8 @@ def hunt_neighbours(run, graph: Graph, yes: list, no: list, k: int, exclude=()):
                             for m in yes])
     distances = 1 - np.asarray(run.vectors[np.sort(rows)], dtype=np.float64)[np.argsort(np.argsort(rows))] \
         @ mean_query(yes_vectors)
-    table = pd.DataFrame({"rank": range(1, len(rows) + 1), "filename": [run.names[i] for i in rows],
-                          "cosine_distance": np.round(distances, 6)})
+    table = pd.DataFrame(dict(zip(COLUMNS, (range(1, len(rows) + 1), [run.names[i] for i in rows],
+                                            np.round(distances, 6)))))
     return table, how
 
 
@@ -154,4 +195,4 @@ def grid_figure(panels: list, channels: int, columns: int, inches: float) -> Fig
 def neighbour_panels(query_paths: list, data_dir: Path, table: pd.DataFrame) -> list:
     panels = [(path, f"query\n{short(Path(path).name)}") for path in query_paths]
     return panels + [(data_dir / name, f"#{rank}  d={dist:.3f}\n{short(Path(name).name)}")
-                     for rank, name, dist in table.itertuples(index=False)]
+                     for rank, name, dist in table[COLUMNS].itertuples(index=False)]
