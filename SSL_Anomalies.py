@@ -29,7 +29,7 @@ DATA_DIR = ""                   # images; "" = the folder the run was trained on
 OUTPUT_DIR = ""                 # where results go; "" = inside the run folder, or checkpoints/<run name> here
                                 # when the run folder cannot be written (a colleague's run, a read-only mount)
 POSTPROCESS = "auto"            # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
-                                # auto (whiten if images >= dimensions, else centre; measured, README "Retrieval
+                                # auto (whiten if images >= dimensions, else centre; measured, docs/quality.md, "Retrieval
                                 # quality") | whiten (PCA-whitened) | centre | none
 K = 5                           # score = cosine distance to the K-th nearest other image, >= 1
 TOP = 50                        # most anomalous images shown in anomalies.png / .html

@@ -43,7 +43,7 @@ CHECKPOINT = "best"             # best | last | path to a .ckpt file (results go
 QUERY = ""                      # image(s) to search for: a file name in the data set, a path, or several joined by ","
                                 # (a name holding a comma in double quotes, or the comma as \,); "" = embed only
 POSTPROCESS = "auto"            # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
-                                # auto (whiten if images >= dimensions, else centre; measured, README "Retrieval
+                                # auto (whiten if images >= dimensions, else centre; measured, docs/quality.md, "Retrieval
                                 # quality") | whiten (PCA-whitened) | centre | none
 NOT = ""                        # images the results should not be like, as QUERY: ranked as a hunt from QUERY (yes)
                                 # and NOT (no) over the archive's neighbour graph (spacessl/hunt.py); "" = none
@@ -61,13 +61,13 @@ GRID_COLUMNS = 6                # panels per row in neighbours.png
 PANEL_INCHES = 2.2              # width of one panel in neighbours.png
 GRID_DPI = 100                  # pixels per inch of neighbours.png
 EXACT_LIMIT = 200000            # up to this many images: exact search; above: a FAISS index (recall printed)
-INDEX_KIND = "auto"             # auto (= ivf-pca, the fastest measured: README, Search) | ivf-pca (8-bit, 128
+INDEX_KIND = "auto"             # auto (= ivf-pca, the fastest measured: docs/search.md) | ivf-pca (8-bit, 128
                                 # principal components, re-ranked) | hnsw | ivf-flat | ivf-sq8 (8-bit codes)
 RECALL_TARGET = 0.95            # recall@10 against exact search the index must reach, in (0, 1]: its search
                                 # effort (HNSW efSearch, IVF nprobe) is tuned to it on this archive's own
                                 # embeddings, once, when the index is built
 NPROBE = 0                      # IVF cells searched per query: 0 = tuned to RECALL_TARGET | a fixed number
-NLIST = 0                       # IVF cells; 0 = 4 x sqrt(number of images). Fewer cells than the archive has groups of alike images loses recall (README, Performance)
+NLIST = 0                       # IVF cells; 0 = 4 x sqrt(number of images). Fewer cells than the archive has groups of alike images loses recall (docs/performance.md, Performance)
 REPORT = True                   # also write report.html (and its map.png, explain_<rank>.png)
 MAP_METHOD = "umap"             # report map when the run has no map of these images yet: umap | tsne
 EXPLAIN_TOP = 3                 # nearest neighbours given a Grad-CAM explanation in the report, >= 0

@@ -24,7 +24,7 @@ DATA_DIR = ""                   # images; "" = the folder the run was trained on
 OUTPUT_DIR = ""                 # where results go; "" = inside the run folder, or checkpoints/<run name> here
                                 # when the run folder cannot be written (a colleague's run, a read-only mount)
 POSTPROCESS = "auto"            # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
-                                # auto (whiten if images >= dimensions, else centre; measured, README "Retrieval
+                                # auto (whiten if images >= dimensions, else centre; measured, docs/quality.md, "Retrieval
                                 # quality") | whiten (PCA-whitened) | centre | none
 MAP_METHOD = "umap"             # umap (umap-learn) | tsne (scikit-learn)
 NEIGHBOURS = 15                 # UMAP n_neighbors: larger keeps more global structure

@@ -40,7 +40,7 @@ DATA_DIR = ""                   # images; "" = the folder the run was trained on
 OUTPUT_DIR = ""                 # where results go; "" = inside the run folder, or checkpoints/<run name> here
                                 # when the run folder cannot be written (a colleague's run, a read-only mount)
 POSTPROCESS = "auto"            # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
-                                # auto (whiten if images >= dimensions, else centre; measured, README "Retrieval
+                                # auto (whiten if images >= dimensions, else centre; measured, docs/quality.md, "Retrieval
                                 # quality") | whiten (PCA-whitened) | centre | none
 FOLDS = 5                       # stratified cross-validation folds, >= 2 (fewer if a class is smaller)
 KNN_K = 20                      # neighbours voting in the kNN classifier
@@ -150,7 +150,7 @@ def main(argv):
     # Searches (kNN, precision@k) use the search vectors: the trained model's as SSL_Evaluate.py
     # sees them, the baselines post-processed the same way. The linear probe fits the embeddings
     # as they are: a linear classifier needs no whitening, and whitening's lifted noise
-    # directions only give it more to overfit (README, "Retrieval quality").
+    # directions only give it more to overfit (docs/quality.md, "Retrieval quality").
     search = {trained: vectors[rows]}
     for name in list(methods)[1:]:
         search[name] = postprocess.fit(methods[name], cfg["POSTPROCESS"]).apply(methods[name])

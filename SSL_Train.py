@@ -34,6 +34,7 @@ from spacessl.labels import match_labels, read_labels
 from spacessl.methods import NN_BANK_SHARE, RECIPES, peak_lr
 from spacessl.model import (BACKBONES, VITS, AtomicCheckpointIO, SSLModel, load_start_weights, read_checkpoint,
                             start_weights)
+from spacessl.runs import training_data_dir
 
 # ---- hyperparameters --------------------------------------------------------------------------
 DATA_DIR = "data/oath/images/cropped_scaled"  # folder of images, searched recursively (png, jpg, tif, bmp, fits, npy, pgm)
@@ -63,7 +64,7 @@ LR = 0.0                        # base learning rate, scaled by batch size as ME
                                 # byol 0.2 LARS, nnclr 0.3 LARS, dino 0.03 SGD, mae 1.5e-4 AdamW, the last five x bs/256)
 WEIGHT_DECAY = -1.0             # on conv/linear weights; < 0 = the recipe's (1e-6, 5e-4, 1.5e-6, 1e-6, 1e-4, 0.05)
 TEMPERATURE = 0.0               # simclr/nnclr: NT-Xent temperature, > 0; 0 = AUGMENTATION's preset's (collate.TEMPERATURES:
-                                # 0.2 for radio and astro, 0.5 for the others; README "Retrieval quality")
+                                # 0.2 for radio and astro, 0.5 for the others; docs/quality.md, "Retrieval quality")
 PROJ_HIDDEN_DIM = 512           # simclr/simsiam/byol/nnclr/dino: projection head hidden width
 PROJ_OUT_DIM = 128              # simclr/simsiam/byol/nnclr: projection output width, where the loss is computed;
                                 # dino: the bottleneck before its prototypes (methods.DINO_PROTOTYPES)
@@ -262,6 +263,9 @@ def main(argv):
         return
     cfg = resolve_config(globals(), argv)
     check_config(cfg)
+    earlier = Path(cfg["CHECKPOINT_DIR"]) / cfg["RUN_NAME"]
+    if cfg["RESUME"] and (earlier / "config.json").is_file() and not any(a.startswith("--DATA_DIR=") for a in argv):
+        cfg["DATA_DIR"] = str(training_data_dir(earlier))  # a resumed run goes on with its own images
     files = find_images(cfg["DATA_DIR"])
     channels = cfg["CHANNELS"] or detect_channels(cfg["DATA_DIR"], files)
     hint = preset_hint(cfg["AUGMENTATION"], channels)

@@ -9,7 +9,7 @@ name with AUGMENTATION in SSL_Train.py:
            turns and flips, brightness/contrast only, no blur
   radio    radio-source cutouts (FIRST, MiraBest): any rotation, both flips, crops down to 20 %,
            brightness/contrast only, no blur
-           (measured: README "Retrieval quality")
+           (measured: docs/quality.md, "Retrieval quality")
   natural  lightly's SimCLR defaults for everyday photographs (Chen et al. 2020)
 
 Both scripts take their preprocessing from here, so a model is always queried the way it was
@@ -50,7 +50,7 @@ MAX_SUPERSAMPLE = 4             # antialiasing: at most 4 x 4 samples per output
 # one of the augmentations of self-supervised galaxy similarity search (Hayat et al. 2021, ApJL
 # 911 L33; Stein et al. 2021, arXiv:2110.13151): two whole views of one cutout otherwise share its
 # exact sky-noise pattern. No preset uses it: on Galaxy Zoo "astro:noise=0.05" did not raise the
-# kNN monitor (README "Retrieval quality"); it stays for trials such as that one.
+# kNN monitor (docs/quality.md, "Retrieval quality"); it stays for trials such as that one.
 # max_ratio = the most a crop is stretched: its aspect ratio is drawn log-uniformly from
 # [1 / max_ratio, max_ratio] and resized to a square view. 4/3 is torchvision's RandomResizedCrop
 # (lightly's); 1 crops squares, so a view zooms into the image without changing its axis ratios.
@@ -72,7 +72,7 @@ PRESETS = {
     # (and band ratios are measurements), so no colour shifts. The object is centred in the
     # cutout and each view shows all of it: RandomResizedCrop also stretches a view by up to 4/3,
     # which changes the axis ratio that tells an edge-on disc from a round elliptical, and on Galaxy
-    # Zoo and the demo sample any crop lowered precision@10 (README "Retrieval quality"). Hence
+    # Zoo and the demo sample any crop lowered precision@10 (docs/quality.md, "Retrieval quality"). Hence
     # min_scale=1.0 (a whole, unstretched view: torchvision falls back to the full image when no
     # crop of that area fits the drawn ratio). Turns are quarter turns with mirrorings (lightly's
     # rr_degrees=None at rr_prob 0.5 with both flips: the 8 lossless symmetries of a square
@@ -93,12 +93,12 @@ PRESETS = {
 
 # NT-Xent temperature that goes with each preset (SSL_Train.py's TEMPERATURE=0 takes it from here).
 # 0.5 is SimCLR's CIFAR-10 setting (Chen et al. 2020, app. B.9). 0.2 for radio sources and
-# galaxies: it raised precision@10 on MiraBest and on Galaxy Zoo (README "Retrieval quality").
+# galaxies: it raised precision@10 on MiraBest and on Galaxy Zoo (docs/quality.md, "Retrieval quality").
 TEMPERATURES = {"allsky": 0.5, "astro": 0.2, "radio": 0.2, "natural": 0.5}
 
 # Self-supervised method that goes with each preset (SSL_Train.py's METHOD=auto takes it from here).
 # DINO (Caron et al. 2021) gave the best neighbours of the methods tried on Galaxy Zoo's 6,664
-# cutouts, SimCLR (Chen et al. 2020) on MiraBest's radio sources, where DINO lost (README
+# cutouts, SimCLR (Chen et al. 2020) on MiraBest's radio sources, where DINO lost (docs/quality.md,
 # "Retrieval quality"); the all-sky and natural presets keep SimCLR, the method they were measured with.
 METHODS = {"allsky": "simclr", "astro": "dino", "radio": "simclr", "natural": "simclr"}
 

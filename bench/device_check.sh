@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of README "Performance" and "Retrieval quality", as one script for a
+# The GPU measurements of docs/performance.md and "Retrieval quality", as one script for a
 # short-lived GPU machine (DEVELOPERS.md): each step has its own time limit and writes its
 # output to $OUT as it goes, so a step that overruns loses only itself.
 # Needs .whl/ and devdata/ from bench/device_prepare.sh. Usage there:

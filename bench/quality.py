@@ -48,7 +48,7 @@ MIRABEST_STORED = 80             # px side of the resized copies
 MIRABEST_INPUT = 64              # px crops the network sees
 MIRABEST_EPOCHS = 25             # the default's (simclr) 11 min of training here (bench/ablation.py, 2026-12-02)
 GALAXY_RECIPE = "--AUGMENTATION=astro"                        # SSL_Train.py settings for galaxies
-MIRABEST_RECIPE = "--AUGMENTATION=radio"   # for radio sources, with its temperature 0.2 (README "Retrieval quality")
+MIRABEST_RECIPE = "--AUGMENTATION=radio"   # for radio sources, with its temperature 0.2 (docs/quality.md, "Retrieval quality")
 BATCH_SIZE = 128                 # training batch for both sets
 WARMUP_EPOCHS = 3                # learning-rate warm-up for both sets
 NUM_WORKERS = 2                  # loader processes (this machine has 2 cores)

@@ -6,7 +6,7 @@
 - device: decoded once as in `cache`; whole batches of stored pixels go to the training device
   as they are, with augmentation parameters drawn in the loader workers (pinned, one
   transfer), and are augmented there (collate.BatchAugment), so the CPU only gathers rows of
-  the array and never waits for the GPU. Measured on an H100 (README "Performance"): the per-image
+  the array and never waits for the GPU. Measured on an H100 (docs/performance.md): the per-image
   pipelines feed a resnet18 a fraction of what it can take; this one is the default on a GPU.
 
 Batches reach the model as ((view0, view1), indices), in channels_last layout when asked.

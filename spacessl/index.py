@@ -11,7 +11,7 @@ all on inner products (= cosine similarity on unit vectors):
             REFINE_FACTOR x k candidates re-ranked on 8-bit codes of the whole vectors: a quarter
             of the bytes scanned per vector (Jégou, Douze & Schmid 2011, "Product quantization
             for nearest neighbor search", re-ranking of a coarse search)
-`auto` (the default) is ivf-pca: wherever kinds were compared (README, "Search": a million
+`auto` (the default) is ivf-pca: wherever kinds were compared (docs/search.md: a million
 vectors of three spectra, ten million of one) it answered fastest at recall@10 0.95 (1M: 0.8
 and 1.9 ms, against HNSW's 0.9 and 7.5 ms and IVF-sq8's 1.3 and 5.5 ms; on a near-isotropic set
 11.9 ms against IVF-flat's 29.0 and HNSW's 58.2; 10M: 13.8 ms against IVF-sq8's 38.4), in a
@@ -55,13 +55,13 @@ HNSW_EF_CONSTRUCTION = 40  # HNSW candidates kept while linking a new vector (FA
 HNSW_EF_START = 16        # first efSearch tried when tuning (at least RECALL_K + 1, the recall queries' k)
 HNSW_EF_MAX = 4096        # efSearch is not raised beyond this; the recall it gives is then said
 HNSW_UPPER_LEVELS = 1.1   # HNSW links: 2M per vector on level 0, about 10 % more on the levels above
-PCA_DIM = 128             # ivf-pca: principal components its cells are drawn and scanned in (README, "Search")
+PCA_DIM = 128             # ivf-pca: principal components its cells are drawn and scanned in (docs/search.md)
 REFINE_FACTOR = 32        # ivf-pca: candidates per neighbour asked that are re-ranked on the whole vectors
 REFINE_GROWTH = 4         # ivf-pca: where even every cell probed falls short of the target, the candidates re-ranked
-                          # are multiplied by this and the cells tuned again (README, "Search": 10M near-isotropic)
+                          # are multiplied by this and the cells tuned again (docs/search.md: 10M near-isotropic)
 REFINE_FACTOR_MAX = 1024  # ivf-pca: at most this many candidates per neighbour re-ranked
 IVF_PARALLEL_MODE = 1     # FAISS threads share one query's probed cells (its default, 0, gives each thread whole
-                          # queries: one query, as SSL_Evaluate.py asks, then runs on one core; README, "Search")
+                          # queries: one query, as SSL_Evaluate.py asks, then runs on one core; docs/search.md)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ notebook API) gets its vectors from.
           decide every distance (Jégou & Chum 2012, "Negative evidences and co-occurrences in
           image retrieval: the benefit of PCA and whitening", ECCV).
 
-Which one is the default is a measured choice (README, "Retrieval quality"): whitening raised
+Which one is the default is a measured choice (docs/quality.md, "Retrieval quality"): whitening raised
 precision@10 on MiraBest (792 images, 512 dimensions) for trained and random networks alike, and
 lowered the THEMIS temporal check (120 frames), where centring alone did no harm.
 """

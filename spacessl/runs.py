@@ -35,7 +35,16 @@ def training_data_dir(run_dir: Path) -> Path:
     config = run_dir / "config.json"
     if not config.is_file():
         raise UserError(f"{config} not found, so the training images are unknown; pass --DATA_DIR")
-    return Path(json.loads(config.read_text())["resolved"]["data_dir"])
+    try:
+        data_dir = json.loads(config.read_text())["resolved"]["data_dir"]
+        if not isinstance(data_dir, str) or not data_dir:
+            raise ValueError("data_dir is not a folder name")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        reason = "not JSON" if isinstance(err, json.JSONDecodeError) else f"no resolved data_dir ({type(err).__name__})"
+        raise UserError(f"{config} is damaged ({reason}), so the training images are unknown: pass "
+                        f"--DATA_DIR=<the image folder>, or restore the file from the run's config.resume*.json "
+                        f"or a backup") from None
+    return Path(data_dir)
 
 
 def new_output_dir(parent: Path, label: str) -> Path:

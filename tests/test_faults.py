@@ -3,6 +3,7 @@ checkpoints each end in a correct answer or a one-line error that says what to d
 
 import collections
 import functools
+import json
 import os
 import shutil
 import signal
@@ -301,3 +302,30 @@ def test_an_unwritable_checkpoint_folder_is_one_line(tmp_path, capsys):
     assert run_cli(SSL_Train, [f"--DATA_DIR={tmp_path / 'data'}", f"--CHECKPOINT_DIR={tmp_path / 'file'}", *TINY]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot write the run folder") and "choose a writable --CHECKPOINT_DIR" in err
+
+
+@pytest.mark.parametrize("content, reason", [("x{", "not JSON"), ('{"INPUT_SIZE": -7}', "no resolved data_dir")])
+def test_a_damaged_run_config_is_one_line_naming_it_and_the_way_out(run, capsys, content, reason):
+    import SSL_Anomalies
+
+    (run / "config.json").write_text(content)
+    assert search(run, "--QUERY=x.png") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {run / 'config.json'} is damaged ({reason}") and "--DATA_DIR=" in err
+    assert len(err.splitlines()) == 1
+    assert run_cli(SSL_Anomalies, [f"--RUN={run}", "--NUM_WORKERS=0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is damaged" in err and len(err.splitlines()) == 1
+    data = run.parent / "data"
+    copy_images(GALAXIES, data, 24)
+    assert search(run, f"--DATA_DIR={data}") == 0  # the way out it names works
+
+
+def test_resume_goes_on_with_the_runs_own_images(tmp_path, capsys):
+    copy_images(GALAXIES, tmp_path / "mine", 16)
+    args = [f"--CHECKPOINT_DIR={tmp_path / 'runs'}", "--RUN_NAME=r", *TINY]
+    assert run_cli(SSL_Train, [f"--DATA_DIR={tmp_path / 'mine'}", *args]) == 0
+    capsys.readouterr()
+    assert run_cli(SSL_Train, [*args, "--RESUME=True", "--MAX_EPOCHS=2"]) == 0  # no --DATA_DIR: not OATH's default
+    resumed = json.loads((tmp_path / "runs" / "r" / "config.resume1.json").read_text())
+    assert resumed["resolved"]["data_dir"] == str((tmp_path / "mine").resolve())
