@@ -277,7 +277,7 @@ def make_app(explorer: Explorer) -> Starlette:
         try:
             body = await request.json()
             name, kind = str(body["filename"]), str(body["mark"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested too deep
             return error('send JSON {"filename": ..., "mark": "yes" | "no" | "clear"}', 400)
         return answer(lambda: explorer.mark(name, kind))
 

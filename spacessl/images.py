@@ -96,8 +96,12 @@ def walk_images(root: Path):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for name in names:
             path = Path(folder) / name
-            if not name.startswith(".") and has_extension(name, IMAGE_EXTENSIONS) and path.is_file():
-                yield path.relative_to(root).as_posix()
+            if not has_extension(name, IMAGE_EXTENSIONS) or not path.is_file():
+                continue
+            if name.startswith("."):  # hidden: editors' and systems' files (._x.png of macOS), said once each
+                log.warning("skipping %s: its name starts with a dot (a hidden file); rename it to include it", path)
+                continue
+            yield path.relative_to(root).as_posix()
 
 
 def find_images(root) -> list:

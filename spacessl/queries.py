@@ -31,6 +31,8 @@ COLUMNS = ["rank", "filename", "cosine_distance"]  # every neighbour table and C
 def split_queries(text: str) -> list:
     """Comma-separated query names; a name holding a comma is written in double quotes
     ("a,b.png") or with the comma escaped (a\\,b.png)."""
+    if not set(text) & {",", '"', "\\"}:  # one name, which may even hold a line break
+        return [text.strip()] if text.strip() else []
     try:
         fields = next(csv.reader([text], escapechar="\\", skipinitialspace=True, strict=True), [])
     except csv.Error as err:
@@ -53,6 +55,9 @@ def resolve_query(token: str, data_dir: Path, index_of: dict, skipped=()):
             inside = path.resolve().relative_to(data_dir.resolve()).as_posix()
         except ValueError:
             inside = None
+    if Path(token).name.startswith(".") and (path.is_file() or (data_dir / token).is_file()):
+        raise UserError(f"query {token!r} is a hidden file (its name starts with a dot), left out of the "
+                        f"embeddings; rename it to search with it")
     if inside in skipped or token in skipped:
         name = inside if inside in skipped else token
         raise UserError(f"query {name!r} is in {data_dir} but was skipped when the data set was embedded: "

@@ -329,3 +329,35 @@ def test_resume_goes_on_with_the_runs_own_images(tmp_path, capsys):
     assert run_cli(SSL_Train, [*args, "--RESUME=True", "--MAX_EPOCHS=2"]) == 0  # no --DATA_DIR: not OATH's default
     resumed = json.loads((tmp_path / "runs" / "r" / "config.resume1.json").read_text())
     assert resumed["resolved"]["data_dir"] == str((tmp_path / "mine").resolve())
+
+
+def test_odd_file_names_are_queried_or_said_to_be_left_out(tmp_path, caplog, capsys):
+    names = copy_images(GALAXIES, tmp_path / "data", 12)
+    (tmp_path / "data" / names[0]).rename(tmp_path / "data" / "two\nlines.jpg")  # a line break in a name
+    shutil.copy(tmp_path / "data" / names[1], tmp_path / "data" / "..png")  # hidden: starts with a dot
+    argv = [f"--DATA_DIR={tmp_path / 'data'}", f"--CHECKPOINT_DIR={tmp_path / 'runs'}", "--RUN_NAME=r", *TINY]
+    with caplog.at_level("WARNING", logger="spacessl"):
+        assert run_cli(SSL_Train, argv) == 0
+    assert "..png: its name starts with a dot (a hidden file); rename it to include it" in caplog.text
+    run = tmp_path / "runs" / "r"
+    assert search(run, "--QUERY=two\nlines.jpg", "--TOP_K=3") == 0
+    assert len(answers(run)) == 3 and "two\nlines.jpg" not in answers(run)["filename"].tolist()
+    capsys.readouterr()
+    assert search(run, "--QUERY=..png") == 2
+    err = capsys.readouterr().err.strip()
+    assert "'..png' is a hidden file (its name starts with a dot), left out of the embeddings" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_a_deeply_nested_json_mark_is_a_400_not_a_crash(run):
+    from test_explore import call, start
+
+    assert run_cli(SSL_Evaluate, [f"--RUN={run}", "--NUM_WORKERS=0", "--REPORT=False"]) == 0
+    base, server, _ = start(run)
+    try:
+        status, body = call(f"{base}/api/mark", b"[" * 100000 + b"]" * 100000, "POST",
+                            {"Content-Type": "application/json"})
+        assert status == 400 and body["error"].startswith("send JSON")
+        assert call(f"{base}/api/hunt")[0] == 200  # the server is still up
+    finally:
+        server.should_exit = True

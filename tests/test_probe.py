@@ -4,6 +4,7 @@ import json
 import logging
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import SAMPLE, TINY, run_cli
@@ -41,6 +42,11 @@ def test_probe_scores_model_and_baselines(run, capsys, caplog):
     assert summary["method"].tolist() == [METHODS["astro"], "random_weights", "raw_pixels"]  # the run's method
     for column in ("knn_accuracy", "linear_accuracy", "precision_at_k"):
         assert summary[column].between(0, 1).all()
+    # Each class's own precision@10, and their mean: a rare class is not hidden by the common ones.
+    per_class = summary[[f"precision_at_k_{c}" for c in ("edge_on", "elliptical", "spiral_cw+spiral_acw")]]
+    assert per_class.to_numpy().mean(axis=1) == pytest.approx(summary["precision_at_k_class_mean"].to_numpy())
+    counts = np.array([8, 6, 10])  # the overall score weighs each class by its images
+    assert (per_class.to_numpy() @ counts / 24) == pytest.approx(summary["precision_at_k"].to_numpy())
     few_shot = pd.read_csv(out[0] / "few_shot.csv")
     assert len(few_shot) == 3 * 2 * 3  # methods x classifiers x (2, 5, all)
     assert set(few_shot["shots"].astype(str)) == {"2", "5", "all"}
@@ -48,7 +54,7 @@ def test_probe_scores_model_and_baselines(run, capsys, caplog):
         with Image.open(out[0] / picture) as img:
             assert img.format == "PNG"
     printed = capsys.readouterr().out
-    assert "random_weights" in printed and "precision@10" in printed
+    assert "random_weights" in printed and "precision@10" in printed and "precision@10 per class" in printed
 
 
 def test_probe_without_baselines(run):
