@@ -362,9 +362,9 @@ def main(argv):
         if std is not None:
             print(f"collapse monitor: output std {float(std):.4f} (healthy ~{healthy:.4f}, collapsed 0)")
             if float(std) < COLLAPSE_SHARE * healthy:
-                print(f"warning: the outputs are nearly collapsed (all images map close to one point): train "
-                      f"longer (--MAX_EPOCHS), or lower --LR, or try --METHOD=simclr, whose negatives keep "
-                      f"images apart (SimSiam paper, Chen & He 2021, sec. 4.1)")
+                print("warning: the outputs are nearly collapsed (all images map close to one point): train "
+                      "longer (--MAX_EPOCHS), or lower --LR, or try --METHOD=simclr, whose negatives keep "
+                      "images apart (SimSiam paper, Chen & He 2021, sec. 4.1)")
         print(f"best checkpoint: {best.best_model_path}\nlast checkpoint: {last.best_model_path}")
         print(f"next: python SSL_Evaluate.py --RUN={run_dir} --QUERY=<image file name>")
 

@@ -20,9 +20,10 @@ row), shows SHOWN images a round for ROUNDS rounds, and marks each by its label.
   exemplar    a logistic regression of yes against the no marks plus BACKGROUND random archive
               images as negatives (the exemplar-SVM idea, Malisiewicz et al. 2011: a rare kind is
               what the bulk is not), from the first round on
-  hunt        the product's ranking (spacessl/hunt.py): the marks spread over the archive's
-              nearest-neighbour graph (label propagation, Zhou et al. 2004; Iscen et al. 2017)
-  hunt+exemplar  the two scores, each divided by its spread over the archive, summed
+  diffusion   the marks spread over the archive's nearest-neighbour graph (label propagation,
+              Zhou et al. 2004; Iscen et al. 2017; spacessl/hunt.py's graph)
+  hunt        the product's ranking (spacessl/hunt.py): diffusion plus its own exemplar
+              classifier, each divided by its spread over the archive
 Features: pool (the backbone's output, today's search vector), l3+l4, rot8 (pool averaged over
 the 8 quarter turns and mirrorings of the image), each after every post-processing in
 POSTPROCESS. With INVARIANCE, each network also gets the archive plus a turned copy of every
@@ -59,7 +60,7 @@ from spacessl.baselines import raw_pixel_embeddings  # noqa: E402
 from spacessl.config import UserError, atomic_path, resolve_config, run_main, usage, wants_help  # noqa: E402
 from spacessl.discovery import hunt, random_order  # noqa: E402
 from spacessl.embeddings import eval_dataset  # noqa: E402
-from spacessl.hunt import GRAPH_K, Graph, hunt_scores  # noqa: E402
+from spacessl.hunt import GRAPH_K, Graph, hunt_scores, seeds  # noqa: E402
 from spacessl.images import collate_readable, detect_channels, unit_tensor  # noqa: E402
 from spacessl.model import SSLModel, load_model  # noqa: E402
 from spacessl.runs import new_output_dir  # noqa: E402
@@ -74,7 +75,7 @@ RARE = "FRI:0.03"                # mirabest: class:share it is subsampled to
 STARTS = 60                      # hunts per class, each from another image of the class (all if fewer)
 ROUNDS = 5                       # rounds of marking per hunt
 SHOWN = 20                       # images shown (and marked) per round
-RANKINGS = "random,nn,mean,mean+classifier,classifier,svm,exemplar,hunt,hunt+exemplar"  # comma-separated (above)
+RANKINGS = "random,nn,mean,mean+classifier,classifier,svm,exemplar,diffusion,hunt"  # comma-separated (above)
 FEATURES = "pool"                # pool | l3+l4 | rot8, comma-separated
 POSTPROCESS = "none,centre,whiten"  # none | centre | whiten, comma-separated
 INVARIANCE = True                # also print each network's share of turned copies found by their original (below)
@@ -159,10 +160,6 @@ def model_features(model, images: Path, names: list, cfg: dict) -> dict:
     return features
 
 
-def spread(scores: np.ndarray) -> np.ndarray:
-    return scores / max(float(np.std(scores)), 1e-12)
-
-
 def make_rankers(vectors: np.ndarray, cfg: dict, seed: int, graph) -> dict:
     """name -> (Ranker, feedback) for every ranking in RANKINGS."""
     n = len(vectors)
@@ -194,6 +191,9 @@ def make_rankers(vectors: np.ndarray, cfg: dict, seed: int, graph) -> dict:
         y = np.r_[np.ones(len(yes)), np.zeros(len(negatives))]
         return linear(logistic().fit(x, y).coef_[0])
 
+    def diffusion(yes, no):
+        return graph.diffuse(seeds(vectors, yes) - seeds(vectors, no))
+
     def hunt(yes, no):
         return hunt_scores(vectors, graph, yes, no)[0]
 
@@ -205,8 +205,8 @@ def make_rankers(vectors: np.ndarray, cfg: dict, seed: int, graph) -> dict:
         "classifier": (marks_only(logistic), True),
         "svm": (marks_only(lambda: LinearSVC(C=1.0, class_weight="balanced")), True),
         "exemplar": (exemplar, True),
+        "diffusion": (diffusion, True),
         "hunt": (hunt, True),
-        "hunt+exemplar": (lambda yes, no: spread(hunt(yes, no)) + spread(exemplar(yes, no)), True),
     }
     return {name: table[name] for name in cfg["RANKINGS"].split(",")}
 
@@ -229,7 +229,7 @@ def score(source: str, features: dict, classes: np.ndarray, hunted: list, seed: 
         for post in cfg["POSTPROCESS"].split(","):
             rows = []
             v = postprocess.fit(vectors, post).apply(vectors).astype(np.float64)
-            graph = Graph(*all_nearest(v, min(GRAPH_K, len(v) - 1))) if "hunt" in cfg["RANKINGS"] else None
+            graph = Graph(*all_nearest(v, min(GRAPH_K, len(v) - 1)))
             rankers = make_rankers(v, cfg, seed, graph)
             for target in hunted:
                 is_target = classes == target

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import uvicorn
-from PIL import Image
 from sklearn.decomposition import PCA
 from starlette.applications import Starlette
 from starlette.requests import Request

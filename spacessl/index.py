@@ -49,6 +49,7 @@ TRAIN_PER_CELL = 39       # k-means training points per IVF cell (FAISS warns be
 MAX_TRAIN = 262144        # at most this many training points, whatever the data size
 RECALL_QUERIES = 200      # sample queries for the recall@10 measurement
 RECALL_K = 10
+EXACT_LIMIT = 200_000     # up to this many images searches are exact; beyond, an index (the scripts' EXACT_LIMIT)
 CELLS_PER_SQRT_N = 4      # nlist = 4 sqrt(n), the usual FAISS guideline (4..16 sqrt(n))
 HNSW_M = 32               # HNSW links per vector and level (FAISS's IndexHNSWFlat M; 32 is its usual choice)
 HNSW_EF_CONSTRUCTION = 40  # HNSW candidates kept while linking a new vector (FAISS's default)

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from .config import UserError
 from .images import UNREADABLE_ERRORS, image_time, load_image, read_image
-from .index import IndexSettings, cached_index, describe, on_gpus_if_available
+from .index import EXACT_LIMIT, IndexSettings, cached_index, describe, on_gpus_if_available
 from .index import search as index_search
 from .hunt import Graph, cached_graph, hunt_scores, top_scored
 from .search import mean_query, top_k
@@ -85,7 +85,7 @@ def unreadable_reason(path: Path) -> str:
     return "it reads now; the embeddings will include it once rebuilt"
 
 
-def neighbours(run, query: np.ndarray, k: int, exclude=(), exact_limit: int = 200000,
+def neighbours(run, query: np.ndarray, k: int, exclude=(), exact_limit: int = EXACT_LIMIT,
                index_settings: IndexSettings = IndexSettings()) -> pd.DataFrame:
     """The k images of an opened run (runs.OpenRun) nearest to a unit query vector, as a table of
     rank, filename, cosine_distance: exact search up to exact_limit images, beyond it the run's
@@ -139,7 +139,7 @@ def apart_from(run, table: pd.DataFrame, query_rows: list, query_times: list, wi
 
 
 def neighbours_apart(run, query: np.ndarray, query_rows: list, query_times: list, k: int, exclude, within: float,
-                     exact_limit: int = 200000, index_settings: IndexSettings = IndexSettings()) -> pd.DataFrame:
+                     exact_limit: int = EXACT_LIMIT, index_settings: IndexSettings = IndexSettings()) -> pd.DataFrame:
     """neighbours() without the images taken within `within` of a query (apart_from): more are
     asked for until k are left or every image has been looked at."""
     available = len(run.names) - len(set(exclude))
@@ -152,7 +152,7 @@ def neighbours_apart(run, query: np.ndarray, query_rows: list, query_times: list
         asked = min(4 * asked, available)
 
 
-def hunt_graph(run, exact_limit: int = 200000, index_settings: IndexSettings = IndexSettings()) -> Graph:
+def hunt_graph(run, exact_limit: int = EXACT_LIMIT, index_settings: IndexSettings = IndexSettings()) -> Graph:
     """The nearest-neighbour graph a hunt spreads its marks over (hunt.py), built once per run and
     post-processing and cached beside the embeddings: exact neighbours up to exact_limit images,
     beyond it through the run's FAISS index."""

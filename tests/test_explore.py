@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import run_cli
 from spacessl.config import UserError, resolve_config
-from spacessl.hunt import Graph, hunt_scores, seeds, top_scored
+from spacessl.hunt import Graph, exemplar_scores, hunt_scores, seeds, spread, top_scored
 
 
 def unit(rows):
@@ -33,9 +33,8 @@ def ring_and_pair():
 
 
 def test_marks_spread_along_the_graph_and_no_marks_push_their_side_down():
-    graph, vectors = ring_and_pair(), unit(np.eye(10))  # the vectors only matter for outside images
-    scores, how = hunt_scores(vectors, graph, [0], [])
-    assert how == "diffusion from 1 yes over the 10-nearest-neighbour graph"
+    graph, vectors = ring_and_pair(), unit(np.eye(10))
+    scores = graph.diffuse(seeds(vectors, [0]))
     # The solution of (I - 0.99 S) f = y, S = D^-1/2 W D^-1/2: on the ring every degree is 2, so S = W / 2.
     ring = np.zeros((8, 8))
     for i in range(8):
@@ -44,9 +43,28 @@ def test_marks_spread_along_the_graph_and_no_marks_push_their_side_down():
     # Along the ring the score falls with the steps from the yes image; the pair apart gets none.
     assert scores[1] == pytest.approx(scores[7]) and scores[1] > scores[2] > scores[3] > scores[4] > 0
     assert scores[8] == scores[9] == 0 and top_scored(scores, 9, exclude=[0])[-2:].tolist() == [8, 9]
-    scores, how = hunt_scores(vectors, graph, [0], [4])
-    assert how == "diffusion from 1 yes / 1 no over the 10-nearest-neighbour graph"
+    scores = graph.diffuse(seeds(vectors, [0]) - seeds(vectors, [4]))
     assert scores[1] > 0 > scores[3] and top_scored(scores, 2, exclude=[0, 4]).tolist() in ([1, 7], [7, 1])
+
+
+def test_the_exemplar_classifier_finds_what_the_bulk_is_not():
+    # 40 images near (0, 1) (the bulk), 4 near (1, 0) (the rare kind), one of them marked yes:
+    # against random archive images as negatives the other three come first, from the first mark.
+    rng = np.random.default_rng(0)
+    bulk = unit(np.c_[rng.normal(0, 0.3, 40), np.ones(40)])
+    rare = unit(np.c_[np.ones(4), rng.normal(0, 0.3, 4)])
+    vectors = np.concatenate([rare, bulk])
+    assert set(top_scored(exemplar_scores(vectors, [0], []), 3, exclude=[0]).tolist()) == {1, 2, 3}
+
+
+def test_the_hunt_sums_both_scores_each_over_its_spread():
+    graph, vectors = ring_and_pair(), unit(np.random.default_rng(1).normal(size=(10, 4)))
+    scores, how = hunt_scores(vectors, graph, [0], [4])
+    assert how == "diffusion + exemplar classifier from 1 yes / 1 no"
+    expected = spread(graph.diffuse(seeds(vectors, [0]) - seeds(vectors, [4]))) + \
+        spread(exemplar_scores(vectors, [0], [4]))
+    np.testing.assert_allclose(scores, expected)
+    assert hunt_scores(vectors, graph, [0, 1], [])[1] == "diffusion + exemplar classifier from 2 yes"
     with pytest.raises(UserError, match="mark at least one image as 'yes'"):
         hunt_scores(vectors, graph, [], [4])
 
@@ -78,7 +96,7 @@ def test_not_like_ranks_the_same_in_the_script_and_the_notebook(embedded_run, ca
     argv = [f"--RUN={embedded_run}", f"--QUERY={','.join(yes)}", f"--NOT={','.join(no)}", "--TOP_K=6",
             "--NUM_WORKERS=0", "--REPORT=False"]
     assert run_cli(SSL_Evaluate, argv) == 0
-    assert "ranked by diffusion from 2 yes / 2 no over the 10-nearest-neighbour graph" in capsys.readouterr().out
+    assert "ranked by diffusion + exemplar classifier from 2 yes / 2 no" in capsys.readouterr().out
     written = pd.read_csv(sorted((embedded_run / "queries").glob("*/neighbours.csv"))[-1])
     table = open_run(embedded_run).search(yes, k=6, not_like=no)
     assert written["filename"].tolist() == table["filename"].tolist()
@@ -243,7 +261,7 @@ def test_bad_requests_get_one_line_answers_and_no_mark_is_lost(embedded_run):
         saved = pd.read_csv(explore / "marks.csv", keep_default_na=False)
         assert sorted(saved["filename"]) == sorted(names[:20] + ["gone.jpg"])
         status, body = call(f"{base}/api/hunt")
-        assert body["method"] == "diffusion from 10 yes / 10 no over the 10-nearest-neighbour graph"
+        assert body["method"] == "diffusion + exemplar classifier from 10 yes / 10 no"
         assert body["missing"] == ["gone.jpg"]
         assert len(body["rows"]) == 4 and not {r["filename"] for r in body["rows"]} & set(names[:20])
     finally:
@@ -283,7 +301,7 @@ def test_hunting_in_a_real_browser(embedded_run):
                 page.locator(f'#queryresults .cell[data-filename="{name}"] .mark-yes').click()
                 expect(page.locator("#message")).to_contain_text(f"marked {name} yes")
             page.click('button[data-view="huntview"]')
-            expect(page.locator("#method")).to_have_text("diffusion from 3 yes over the 10-nearest-neighbour graph")
+            expect(page.locator("#method")).to_have_text("diffusion + exemplar classifier from 3 yes")
             ranked = page.locator("#huntresults .cell")
             expect(ranked).to_have_count(6)
             before = [ranked.nth(i).get_attribute("data-filename") for i in range(6)]
@@ -293,7 +311,7 @@ def test_hunting_in_a_real_browser(embedded_run):
                 page.locator(f'#huntresults .cell[data-filename="{name}"] .mark-no').click()
                 expect(page.locator("#message")).to_contain_text(f"marked {name} no")
                 rejected.append(name)
-            expect(page.locator("#method")).to_have_text("diffusion from 3 yes / 2 no over the 10-nearest-neighbour graph")
+            expect(page.locator("#method")).to_have_text("diffusion + exemplar classifier from 3 yes / 2 no")
             expect(page.locator("#counts")).to_have_text("3 yes, 2 no")
             after = [ranked.nth(i).get_attribute("data-filename") for i in range(ranked.count())]
             assert rejected[0] == before[0] and after != before and not set(after) & set(rejected + shown[:3])
