@@ -2,7 +2,7 @@
 
     from spacessl.api import open_run
     run = open_run("checkpoints/demo-20261127-120000")   # embeds the training images once (cached)
-    table = run.search("587722983360102542.jpg", k=10)    # a pandas DataFrame: rank, filename, cosine_distance
+    table = run.search("587722983360102542.jpg", k=10)    # a pandas DataFrame: rank, filename, cosine_distance, time
     run.show(table)                                       # the neighbour grid, drawn inline in Jupyter
     run.search(["a.png", "b.png"]); run.search(np.load("frame.npy")); run.search(Image.open("new.png"))
     run.search(["a.png", "b.png"], not_like=["c.png", "d.png"])  # more like these, not like those
@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .queries import grid_figure, hunt_graph, hunt_neighbours, neighbour_panels, neighbours, resolve_query
+from .queries import (grid_figure, hunt_graph, hunt_neighbours, neighbour_panels, neighbours, resolve_query,
+                      with_times)
 from .runs import OpenRun
 from .runs import open_run as open_cached_run
 from .hunt import query_vector
@@ -40,17 +41,25 @@ class Run:
 
     @property
     def vectors(self) -> np.ndarray:
-        """(n images, width) unit search vectors (the embeddings after the run's post-processing):
-        inner products are cosine similarities."""
+        """(n images, width) unit search vectors: the embeddings after the run's post-processing
+        (whitened or centred, postprocess.py), what every search ranks by; inner products are
+        cosine similarities."""
         return self.opened.vectors
+
+    @property
+    def raw_embeddings(self) -> np.ndarray:
+        """(n images, width) the network's own unit embeddings, before post-processing."""
+        return self.opened.embeddings
 
     @property
     def data_dir(self) -> Path:
         return self.opened.data_dir
 
-    def embeddings(self) -> pd.DataFrame:
-        """The embeddings as a table, one row per image, indexed by file name."""
-        return pd.DataFrame(np.asarray(self.vectors), index=pd.Index(self.names, name="filename"))
+    def embeddings(self, post_processed: bool = False) -> pd.DataFrame:
+        """A table, one row per image indexed by file name: the network's embeddings
+        (raw_embeddings), or with post_processed=True the search vectors (vectors)."""
+        rows = self.vectors if post_processed else self.raw_embeddings
+        return pd.DataFrame(np.asarray(rows), index=pd.Index(self.names, name="filename"))
 
     def embed(self, image) -> np.ndarray:
         """The search vector of a file path, a PIL image or an array (H x W or bands x H x W):
@@ -72,6 +81,7 @@ class Run:
             table, _ = hunt_neighbours(self.opened, self._graph, yes, no, k, exclude)
         else:
             table = neighbours(self.opened, query_vector(np.stack([self._vector(m) for m in yes])), k, exclude)
+        table = with_times(self.opened, table)  # as SSL_Evaluate.py's neighbours.csv
         table.attrs["query_files"] = files  # for show()
         return table
 

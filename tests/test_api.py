@@ -28,12 +28,16 @@ def test_search_by_name_matches_the_script(run):
     api = open_run(run)
     assert len(api.names) == 24 and api.vectors.shape == (24, 512)
     assert api.embeddings().index.tolist() == api.names
+    # Both under clear names: the network's embeddings, and the search vectors made from them.
+    np.testing.assert_array_equal(api.embeddings().to_numpy(), api.raw_embeddings)
+    np.testing.assert_array_equal(api.embeddings(post_processed=True).to_numpy(), api.vectors)
+    assert not np.allclose(api.raw_embeddings, api.vectors)  # centred (24 images < 512 dimensions)
     table = api.search(api.names[3], k=5)
-    assert list(table.columns) == ["rank", "filename", "cosine_distance"] and len(table) == 5
+    assert list(table.columns) == ["rank", "filename", "cosine_distance", "time"] and len(table) == 5
     assert api.names[3] not in table.filename.tolist()
     assert run_cli(SSL_Evaluate, [f"--RUN={run}", "--NUM_WORKERS=0", "--REPORT=False",
                                   f"--QUERY={api.names[3]}", "--TOP_K=5"]) == 0
-    script = pd.read_csv(next((run / "queries").iterdir()) / "neighbours.csv")
+    script = pd.read_csv(next((run / "queries").iterdir()) / "neighbours.csv", keep_default_na=False)
     pd.testing.assert_frame_equal(table.reset_index(drop=True), script)
     assert isinstance(api.show(table), Figure)
 
