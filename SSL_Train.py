@@ -43,7 +43,8 @@ RUN_NAME = ""                    # run folder name under CHECKPOINT_DIR; "" = <d
 CHECKPOINT_DIR = "checkpoints"  # where run folders live
 RESUME = False                  # True: continue the run RUN_NAME from its last.ckpt
 METHOD = "auto"                 # self-supervised objective (methods.py): simclr | simsiam | byol | nnclr | dino | mae;
-                                # auto = AUGMENTATION's preset's (collate.METHODS: dino for astro, simclr for the others)
+                                # auto = AUGMENTATION's preset's (collate.METHODS: dino for astro from 2,000 training
+                                # images on, simclr below and for the other presets)
 AUGMENTATION = "allsky"         # augmentation preset in collate.py: allsky | astro | radio | natural, optionally with
                                 # changes for a trial, e.g. "astro:min_scale=0.2,gaussian_blur=0,noise=0.05"
 BACKBONE = "resnet18"           # resnet18 | resnet34 | resnet50 | vit_tiny | vit_small | vit_base (mae needs a vit)
@@ -101,9 +102,9 @@ RUN_NAME_VARIABLE = "SPACESSL_RUN_NAME"  # the default run name chosen by rank 0
 COLLAPSE_SHARE = 0.25  # the collapse monitor warns below this share of the healthy output std
 
 
-def method_of(cfg: dict) -> str:
-    """METHOD, or with METHOD=auto the AUGMENTATION preset's method."""
-    return preset_method(cfg["AUGMENTATION"]) if cfg["METHOD"] == "auto" else cfg["METHOD"]
+def method_of(cfg: dict, images: int) -> str:
+    """METHOD, or with METHOD=auto the AUGMENTATION preset's method for this many training images."""
+    return preset_method(cfg["AUGMENTATION"], images) if cfg["METHOD"] == "auto" else cfg["METHOD"]
 
 
 def check_config(cfg: dict) -> None:
@@ -114,7 +115,7 @@ def check_config(cfg: dict) -> None:
     require(cfg["METHOD"] in ("auto", *RECIPES), f"--METHOD={cfg['METHOD']}: choose auto, {', '.join(RECIPES)}")
     require(cfg["BACKBONE"] in BACKBONES,
             f"--BACKBONE={cfg['BACKBONE']}: choose one of {', '.join(BACKBONES)}")
-    require(method_of(cfg) != "mae" or cfg["BACKBONE"] in VITS,
+    require(cfg["METHOD"] != "mae" or cfg["BACKBONE"] in VITS,
             f"--METHOD=mae masks patches, so it needs a ViT: --BACKBONE={' or '.join(VITS)}")
     require(cfg["BACKBONE"] not in VITS or (cfg["PATCH_SIZE"] >= 1 and cfg["INPUT_SIZE"] % cfg["PATCH_SIZE"] == 0),
             f"--PATCH_SIZE={cfg['PATCH_SIZE']} must divide --INPUT_SIZE={cfg['INPUT_SIZE']} for a ViT")
@@ -275,7 +276,7 @@ def main(argv):
     workers = loader_workers(cfg["NUM_WORKERS"])
     accelerator, precision = choose_hardware(cfg)
     pipeline = cfg["PIPELINE"] if cfg["PIPELINE"] != "auto" else "device" if accelerator == "gpu" else "decode"
-    method = method_of(cfg)
+    method = method_of(cfg, len(train_files))
     recipe = RECIPES[method]
     lr = cfg["LR"] or recipe.base_lr
     weight_decay = cfg["WEIGHT_DECAY"] if cfg["WEIGHT_DECAY"] >= 0 else recipe.weight_decay

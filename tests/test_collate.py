@@ -6,7 +6,7 @@ import torch
 from conftest import GALAXIES, THEMIS
 from PIL import Image
 
-from collate import (METHODS, PRESETS, TEMPERATURES, BatchAugment, eval_transform, normalization, normalize_stored,
+from collate import (METHODS, PRESETS, SMALL_ARCHIVE, SMALL_ARCHIVE_METHODS, TEMPERATURES, BatchAugment, eval_transform, normalization, normalize_stored,
                      preset_kwargs, preset_method, preset_settings, preset_temperature, train_transform)
 from spacessl.images import load_image, read_image
 from spacessl.methods import RECIPES
@@ -81,12 +81,13 @@ def test_every_preset_has_a_temperature_that_trial_changes_keep():
         preset_temperature("sky")
 
 
-def test_every_preset_has_a_method_that_trial_changes_keep():
-    assert set(METHODS) == set(PRESETS) and set(METHODS.values()) <= set(RECIPES)
-    assert preset_method("astro:min_scale=0.5") == preset_method("astro") == "dino"
-    assert preset_method("allsky") == "simclr"
+def test_every_preset_has_a_method_that_trial_changes_keep_and_small_archives_their_own():
+    assert set(METHODS) == set(PRESETS) and set(METHODS.values()) | set(SMALL_ARCHIVE_METHODS.values()) <= set(RECIPES)
+    assert preset_method("astro:min_scale=0.5", 6664) == preset_method("astro", SMALL_ARCHIVE) == "dino"
+    assert preset_method("astro", SMALL_ARCHIVE - 1) == preset_method("astro:min_scale=0.5", 300) == "simclr"
+    assert preset_method("allsky", 100) == preset_method("allsky", 100000) == "simclr"
     with pytest.raises(ValueError, match="unknown augmentation preset 'sky'"):
-        preset_method("sky")
+        preset_method("sky", 100)
 
 
 def test_eval_transform_is_deterministic_and_resizes_the_whole_image():

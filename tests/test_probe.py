@@ -12,7 +12,7 @@ from PIL import Image
 
 import SSL_Probe
 import SSL_Train
-from collate import METHODS
+from collate import preset_method
 
 LABELS = SAMPLE / "galaxy_labels.csv"  # 300 rows; the tiny run's 24 images are among them
 
@@ -39,7 +39,7 @@ def test_probe_scores_model_and_baselines(run, capsys, caplog):
     assert results["class_counts"] == {"spiral_cw+spiral_acw": 10, "edge_on": 8, "elliptical": 6}
     assert results["majority_class_accuracy"] == pytest.approx(10 / 24)
     summary = pd.read_csv(out[0] / "summary.csv")
-    assert summary["method"].tolist() == [METHODS["astro"], "random_weights", "raw_pixels"]  # the run's method
+    assert summary["method"].tolist() == [preset_method("astro", 21), "random_weights", "raw_pixels"]  # the run's method
     for column in ("knn_accuracy", "linear_accuracy", "precision_at_k"):
         assert summary[column].between(0, 1).all()
     # Each class's own precision@10, and their mean: a rare class is not hidden by the common ones.
@@ -60,7 +60,7 @@ def test_probe_scores_model_and_baselines(run, capsys, caplog):
 def test_probe_without_baselines(run):
     assert probe(run, "--BASELINES=False", "--MERGE_CLASSES=spiral_cw+spiral_acw") == 0
     out = sorted((run / "probe").iterdir())[0]
-    assert pd.read_csv(out / "summary.csv")["method"].tolist() == [METHODS["astro"]]
+    assert pd.read_csv(out / "summary.csv")["method"].tolist() == [preset_method("astro", 21)]
 
 
 def test_labels_that_match_no_image(run, tmp_path, capsys):
