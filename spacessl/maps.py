@@ -2,6 +2,7 @@
 and a thumbnail mosaic (each image drawn at its place on the map)."""
 
 import math
+import sys
 
 import numpy as np
 import pandas as pd
@@ -42,8 +43,9 @@ def project(vectors: np.ndarray, method: str, neighbours: int, min_dist: float, 
             raise UserError("UMAP needs the umap-learn package: pip install umap-learn "
                             "(or use --MAP_METHOD=tsne)") from None
         # A fixed random_state makes the map reproducible and UMAP single-threaded (its n_jobs=1).
+        # On a terminal UMAP says its steps and shows its epochs as a tqdm bar (progress.py's rule).
         reducer = umap.UMAP(n_neighbors=neighbours, min_dist=min_dist, metric="cosine",
-                            random_state=seed, n_jobs=1)
+                            random_state=seed, n_jobs=1, verbose=sys.stderr.isatty())
         return reducer.fit_transform(vectors).astype(np.float64)
     from sklearn.manifold import TSNE
 
