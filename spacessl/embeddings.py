@@ -30,6 +30,7 @@ log = logging.getLogger("spacessl")
 
 HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a checkpoint
 COPY_CHUNK = 65536    # embedding rows copied at a time when compacting
+VIEW_VERSION = 2      # how SSLModel.embed sees an image; 2: turns pooled for some presets (older caches are rebuilt)
 
 
 def checkpoint_digest(path) -> str:
@@ -125,7 +126,8 @@ def compact(path, n_rows: int) -> None:
 def cache_meta(checkpoint, root, files) -> dict:
     """What a cache of embeddings is made from; a cache is reused only if this is unchanged."""
     return {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": checkpoint_digest(checkpoint),
-            "data_dir": str(Path(root).resolve()), "data_sha256": data_digest(root, files), "n_files": len(files)}
+            "data_dir": str(Path(root).resolve()), "data_sha256": data_digest(root, files), "n_files": len(files),
+            "view": VIEW_VERSION}
 
 
 CACHE_FILES = ("embeddings.npy", "filenames.csv")

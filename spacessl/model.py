@@ -23,7 +23,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchvision.models.vision_transformer import VisionTransformer
 
-from collate import normalize_stored
+from collate import normalize_stored, preset_turned
 
 from .config import UserError, atomic_path
 from .methods import ADAMW_BETA2, OBJECTIVES, RECIPES, peak_lr
@@ -85,8 +85,14 @@ class SSLModel(pl.LightningModule):
 
     @torch.no_grad()
     def embed(self, x):
-        """L2-normalised backbone features: inner products are cosine similarities."""
-        return nn.functional.normalize(self.backbone(x).float(), dim=1)
+        """L2-normalised backbone features: inner products are cosine similarities. For a preset
+        of images with no preferred orientation (collate.TURNED_SEARCH) the mean of those of the 8
+        quarter turns and mirrorings of each image, normalised again."""
+        if not preset_turned(self.hparams.augmentation):
+            return nn.functional.normalize(self.backbone(x).float(), dim=1)
+        views = [torch.rot90(image, turns, dims=(2, 3)) for image in (x, x.flip(3)) for turns in range(4)]
+        pooled = torch.stack([nn.functional.normalize(self.backbone(v).float(), dim=1) for v in views]).mean(0)
+        return nn.functional.normalize(pooled, dim=1)
 
     def embed_stored(self, x):
         """embed() of a batch from collate.EvalTransform(stored=True), normalised here, on the

@@ -200,3 +200,15 @@ def test_method_settings_are_checked(galaxies, tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_astro_search_vectors_do_not_turn_with_the_image():
+    # collate.TURNED_SEARCH: a galaxy's search vector pools the 8 quarter turns and mirrorings, so
+    # any of them gives the same vector; a preset without it (natural photographs) keeps "up".
+    torch.manual_seed(0)
+    images = torch.randn(3, 3, 32, 32)
+    turned = SSLModel(augmentation="astro", input_size=32).eval()
+    for view in (torch.rot90(images, 1, dims=(2, 3)), images.flip(3), torch.rot90(images.flip(2), 3, dims=(2, 3))):
+        torch.testing.assert_close(turned.embed(view), turned.embed(images), atol=1e-5, rtol=0)
+    plain = SSLModel(augmentation="natural", input_size=32).eval()
+    assert not torch.allclose(plain.embed(torch.rot90(images, 1, dims=(2, 3))), plain.embed(images), atol=1e-3)
