@@ -26,7 +26,8 @@ def torchvision_weights(path, seed=3):
 
 def test_weights_file_is_the_start_and_zero_epochs_saves_it_as_is(galaxy_dir, tmp_path):
     state = torchvision_weights(tmp_path / "r18.pth")
-    assert train(galaxy_dir, tmp_path / "runs", "--RUN_NAME=w", f"--INIT={tmp_path / 'r18.pth'}", "--MAX_EPOCHS=0") == 0
+    assert train(galaxy_dir, tmp_path / "runs", "--RUN_NAME=w", f"--INIT={tmp_path / 'r18.pth'}", "--MAX_EPOCHS=0",
+                 "--METHOD=dino") == 0
     model = load_model(tmp_path / "runs" / "w" / "last.ckpt")
     for key in ("conv1.weight", "layer4.1.bn2.running_var", "layer2.0.downsample.0.weight"):
         assert torch.equal(model.backbone.state_dict()[key], state[key]), key
