@@ -60,9 +60,9 @@ from spacessl.baselines import raw_pixel_embeddings  # noqa: E402
 from spacessl.config import UserError, atomic_path, resolve_config, run_main, usage, wants_help  # noqa: E402
 from spacessl.discovery import hunt, random_order  # noqa: E402
 from spacessl.embeddings import eval_dataset  # noqa: E402
-from spacessl.hunt import GRAPH_K, Graph, hunt_scores, seeds  # noqa: E402
+from spacessl.hunt import GRAPH_K, Graph, exemplar_scores, hunt_scores, seeds  # noqa: E402
 from spacessl.images import collate_readable, detect_channels, unit_tensor  # noqa: E402
-from spacessl.model import SSLModel, load_model  # noqa: E402
+from spacessl.model import SSLModel, load_model, pooled_over_turns  # noqa: E402
 from spacessl.runs import new_output_dir  # noqa: E402
 from spacessl.search import all_nearest, mean_query  # noqa: E402
 
@@ -121,9 +121,8 @@ def turned_pool(model, images: Path, names: list, workers: int) -> np.ndarray:
     model.eval()
     out = []
     for batch, _ in loader:
-        views = [torch.rot90(b, turns, dims=(2, 3)) for b in (batch, batch.flip(3)) for turns in range(4)]
-        out.append(torch.stack([torch.nn.functional.normalize(model.backbone(v), dim=1) for v in views]).mean(0))
-    return torch.nn.functional.normalize(torch.cat(out), dim=1).numpy()
+        out.append(pooled_over_turns(model.backbone, batch))
+    return torch.cat(out).numpy()
 
 
 @torch.no_grad()
@@ -163,8 +162,6 @@ def model_features(model, images: Path, names: list, cfg: dict) -> dict:
 def make_rankers(vectors: np.ndarray, cfg: dict, seed: int, graph) -> dict:
     """name -> (Ranker, feedback) for every ranking in RANKINGS."""
     n = len(vectors)
-    rng = np.random.default_rng(seed)
-    background = rng.choice(n, min(cfg["BACKGROUND"], n), replace=False)
 
     def linear(direction):
         return vectors @ direction
@@ -186,10 +183,7 @@ def make_rankers(vectors: np.ndarray, cfg: dict, seed: int, graph) -> dict:
         return rank
 
     def exemplar(yes, no):
-        negatives = np.union1d(np.setdiff1d(background, yes), no).astype(int)
-        x = np.concatenate([vectors[yes], vectors[negatives]])
-        y = np.r_[np.ones(len(yes)), np.zeros(len(negatives))]
-        return linear(logistic().fit(x, y).coef_[0])
+        return exemplar_scores(vectors, yes, no, cfg["BACKGROUND"], seed)
 
     def diffusion(yes, no):
         return graph.diffuse(seeds(vectors, yes) - seeds(vectors, no))

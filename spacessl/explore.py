@@ -117,16 +117,16 @@ class Explorer:
         with tempfile.TemporaryDirectory(prefix="spacessl-upload-") as folder:
             path = Path(folder) / f"upload{sniffed_suffix(data)}"
             path.write_bytes(data)
+            hp = self.run.model.hparams
             try:
                 stored = read_stored(path)
-                from_stored(stored, self.run.model.hparams.in_channels, self.run.model.hparams.stretch)
+                image = from_stored(stored, hp.in_channels, hp.stretch)
             except UNREADABLE_ERRORS as err:
                 raise ValueError(f"the upload is not an image that can be read ({err}); send a picture "
                                  f"(PNG, JPEG, TIFF), a FITS, .npy or PGM file") from None
         with self.model_lock:
             vector = self.run.embed(stored)  # as a query file on disk is embedded (embeddings.embed_image)
-        hp = self.run.model.hparams
-        picture = to_picture(from_stored(stored, hp.in_channels, hp.stretch), hp.in_channels)
+        picture = to_picture(image, hp.in_channels)
         picture.thumbnail((self.settings["THUMB_PX"],) * 2)
         shown = io.BytesIO()
         picture.save(shown, format="PNG")

@@ -61,7 +61,6 @@ class Graph:
         degree = np.asarray(weights.sum(axis=1)).ravel()
         scale = diags(1 / np.sqrt(np.maximum(degree, 1e-12)))
         self.operator = (identity(n, format="csr") - ALPHA * (scale @ weights @ scale)).tocsr()
-        self.rows, self.similarities = rows, similarities
 
     def diffuse(self, seeds: np.ndarray) -> np.ndarray:
         scores, _ = cg(self.operator, seeds, maxiter=CG_STEPS)
@@ -129,11 +128,11 @@ def seeds(vectors, marks: list) -> np.ndarray:
     return y / max(len(marks), 1)
 
 
-def exemplar_scores(vectors, yes: list, no: list) -> np.ndarray:
+def exemplar_scores(vectors, yes: list, no: list, background: int = BACKGROUND, seed: int = BACKGROUND_SEED) -> np.ndarray:
     """A score per archive image from a logistic regression (balanced classes) of the yes images
-    against the no ones plus BACKGROUND random archive images that are not marked yes."""
+    against the no ones plus `background` random archive images (drawn with `seed`) not marked yes."""
     n = len(vectors)
-    background = np.random.default_rng(BACKGROUND_SEED).choice(n, min(BACKGROUND, n), replace=False)
+    background = np.random.default_rng(seed).choice(n, min(background, n), replace=False)
     yes_rows = {m for m in yes if isinstance(m, (int, np.integer))}
     negatives = sorted(set(background.tolist()) - yes_rows)
     x = np.concatenate([marked_vectors(vectors, yes), marked_vectors(vectors, no),

@@ -64,6 +64,14 @@ def build_backbone(name: str, in_channels: int, input_size: int, patch_size: int
     return net, width
 
 
+def pooled_over_turns(backbone, x):
+    """The normalised mean of a backbone's unit outputs over the 8 quarter turns and mirrorings of
+    each image of the batch x (N, C, H, W), H = W."""
+    views = [torch.rot90(image, turns, dims=(2, 3)) for image in (x, x.flip(3)) for turns in range(4)]
+    pooled = torch.stack([nn.functional.normalize(backbone(v).float(), dim=1) for v in views]).mean(0)
+    return nn.functional.normalize(pooled, dim=1)
+
+
 class SSLModel(pl.LightningModule):
     """A backbone trained by one of the objectives in methods.py.
 
@@ -90,9 +98,7 @@ class SSLModel(pl.LightningModule):
         quarter turns and mirrorings of each image, normalised again."""
         if not preset_turned(self.hparams.augmentation):
             return nn.functional.normalize(self.backbone(x).float(), dim=1)
-        views = [torch.rot90(image, turns, dims=(2, 3)) for image in (x, x.flip(3)) for turns in range(4)]
-        pooled = torch.stack([nn.functional.normalize(self.backbone(v).float(), dim=1) for v in views]).mean(0)
-        return nn.functional.normalize(pooled, dim=1)
+        return pooled_over_turns(self.backbone, x)
 
     def embed_stored(self, x):
         """embed() of a batch from collate.EvalTransform(stored=True), normalised here, on the
