@@ -13,18 +13,15 @@ its nearest neighbour) and config.json. Exact search: O(n^2) time, fine up to ~1
 """
 
 
-import pandas as pd
-from PIL import Image, ImageDraw
 
-from spacessl.config import (atomic_path, format_config, require, resolve_config, run_main, usage, wants_help)
-from spacessl.images import load_image
-from spacessl.report import created, file_uri, png_uri, write_page
+from spacessl.config import OPEN_RUN, format_config, require, run_main, keywords, settings
+from spacessl.report import anomaly_report
 from spacessl.runs import open_run, result_dir
-from spacessl.search import all_nearest
+from spacessl.search import anomaly_table
 
 # ---- hyperparameters --------------------------------------------------------------------------
 RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py
-CHECKPOINT = "best"             # best | last | path to a .ckpt file (results go beside it)
+CHECKPOINT = "best"             # best | last | path to a .ckpt file (results still go to RUN)
 DATA_DIR = ""                   # images; "" = the folder the run was trained on
 OUTPUT_DIR = ""                 # where results go; "" = inside the run folder, or checkpoints/<run name> here
                                 # when the run folder cannot be written (a colleague's run, a read-only mount)
@@ -40,77 +37,21 @@ NUM_WORKERS = -1                # data-loading processes: -1 = one per CPU core 
 DEVICE = "auto"                 # auto (GPU if present) | cpu | cuda
 # -----------------------------------------------------------------------------------------------
 
-_CAPTION_PX = 16  # height of the caption strip under each pair in anomalies.png
-
-
-def score_images(vectors, k: int):
-    """(score, nearest neighbour index, its distance) per image; score = distance to the k-th."""
-    nearest, similarity = all_nearest(vectors, k, desc="nearest neighbours")
-    return 1 - similarity[:, -1], nearest[:, 0], 1 - similarity[:, 0]
-
-
-def caption(rank: int, score: float) -> str:
-    """The label under a pair: rank and score kept apart ("#1  d=0.104", never "#10.104")."""
-    return f"#{rank}  d={score:.3f}"
-
-
-def draw_gallery(pairs: list, channels: int, thumb: int, columns: int, out) -> None:
-    """pairs: (image path, neighbour path, caption); each cell = image | neighbour + caption."""
-    rows = -(-len(pairs) // columns)
-    width, height = 2 * thumb, thumb + _CAPTION_PX
-    sheet = Image.new("RGB", (columns * width, rows * height), "black")
-    draw = ImageDraw.Draw(sheet)
-    for i, (path, neighbour, caption) in enumerate(pairs):
-        x, y = (i % columns) * width, (i // columns) * height
-        for j, source in enumerate((path, neighbour)):
-            sheet.paste(load_image(source, channels).convert("RGB").resize((thumb, thumb)), (x + j * thumb, y))
-        draw.text((x + 2, y + thumb + 2), caption, fill="white")
-    with atomic_path(out) as tmp:
-        sheet.save(tmp, format="PNG")
-
-
 def main(argv):
-    if wants_help(argv):
-        print(usage(__doc__, __file__))
-        return
-    cfg = resolve_config(globals(), argv)
+    cfg = settings(globals(), argv)
     require(min(cfg["K"], cfg["TOP"], cfg["THUMB_PX"], cfg["COLUMNS"]) >= 1,
             "--K, --TOP, --THUMB_PX and --COLUMNS must be at least 1")
     print(format_config(cfg))
-    run = open_run(cfg)
+    run = open_run(**keywords(cfg, *OPEN_RUN))
     require(len(run.names) > cfg["K"], f"--K={cfg['K']}: needs more than K images, found {len(run.names)}")
-    score, nearest, nearest_distance = score_images(run.vectors, cfg["K"])
-    table = pd.DataFrame({"filename": run.names, "score": score.round(6),
-                          "nearest": [run.names[i] for i in nearest],
-                          "nearest_distance": nearest_distance.round(6)})
-    table = table.sort_values(["score", "filename"], ascending=[False, True], ignore_index=True)
-    table.insert(0, "rank", range(1, len(table) + 1))
-
-    out_dir = result_dir(run, "anomalies", f"k{cfg['K']}", cfg)
-    with atomic_path(out_dir / "anomalies.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    table = anomaly_table(run.vectors, run.names, cfg["K"])
     top = table.head(cfg["TOP"])
-    channels, data = run.model.hparams.in_channels, run.data_dir
-    draw_gallery([(data / row.filename, data / row.nearest, caption(row.rank, row.score))
-                  for row in top.itertuples()], channels, cfg["THUMB_PX"], cfg["COLUMNS"],
-                 out_dir / "anomalies.png")
-
-    def thumb(name):
-        return png_uri(load_image(data / name, channels).convert("RGB").resize((cfg["THUMB_PX"],) * 2))
-
-    figures = []
-    for row in top.itertuples():
-        figures.append((thumb(row.filename), f"#{row.rank} score {row.score:.4f}: {row.filename}", "anomaly"))
-        figures.append((thumb(row.nearest), f"its nearest, d={row.nearest_distance:.4f}: {row.nearest}",
-                        "nearest"))
-    write_page(out_dir / "anomalies.html", f"The {len(top)} most unusual of {len(table)} images",
-               {"checkpoint": run.checkpoint, "data": data, "score": f"cosine distance to the {cfg['K']}-th "
-                "nearest other image", "created": created()},
-               [("Most unusual first, each followed by its nearest neighbour", figures),
-                ("Overview", [(file_uri(out_dir / "anomalies.png"), "anomalies.png", "overview")])])
+    with result_dir(run, "anomalies", f"k{cfg['K']}", cfg) as out:
+        anomaly_report(run, table, out.path, k=cfg["K"], top=cfg["TOP"], thumb_px=cfg["THUMB_PX"],
+                       columns=cfg["COLUMNS"])
     print(f"\nmost unusual (score = distance to the {cfg['K']}-th nearest):\n"
-          f"{top.head(10).to_string(index=False)}\n\ntable: {out_dir / 'anomalies.csv'}\n"
-          f"gallery: {out_dir / 'anomalies.png'}\npage: {out_dir / 'anomalies.html'}")
+          f"{top.head(10).to_string(index=False)}\n\ntable: {out.path / 'anomalies.csv'}\n"
+          f"gallery: {out.path / 'anomalies.png'}\npage: {out.path / 'anomalies.html'}")
 
 
 if __name__ == "__main__":

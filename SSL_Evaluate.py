@@ -19,27 +19,24 @@ neighbours, the map of the data set with both marked, and Grad-CAM maps of what 
 nearest ones similar, also saved as map.png and explain_<rank>.png).
 """
 
-import logging
 from pathlib import Path
 
 import numpy as np
 
-from spacessl.config import (UserError, atomic_path, format_config, require, resolve_config, run_main, usage,
-                             wants_help)
-from spacessl.explain import CAM_LAYERS, explain_pair
+from spacessl.config import OPEN_RUN, UserError, atomic_path, format_config, require, run_main, keywords, settings
+from spacessl.explain import CAM_LAYERS
 from spacessl.hunt import query_vector
-from spacessl.images import image_time, load_image
-from spacessl.index import IndexSettings
-from spacessl.maps import METHODS, MIN_DIST, NEIGHBOURS, PERPLEXITY, draw_scatter, latest_map, project, save_map
-from spacessl.maps import SEED as MAP_SEED
-from spacessl.queries import (COLUMNS, grid_figure, hunt_graph, hunt_neighbours, neighbour_panels, neighbours,
+from spacessl.images import image_time
+from spacessl.index import EXACT_LIMIT as LIBRARY_EXACT_LIMIT, IndexSettings
+from spacessl.maps import METHODS
+from spacessl.queries import (grid_figure, hunt_graph, hunt_neighbours, neighbour_panels, neighbours,
                               neighbours_apart, resolve_query, split_queries, with_times)
-from spacessl.report import created, file_uri, png_uri, write_page
-from spacessl.runs import new_output_dir, open_run, result_dir
+from spacessl.report import query_report
+from spacessl.runs import open_run, result_dir
 
 # ---- hyperparameters --------------------------------------------------------------------------
 RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py
-CHECKPOINT = "best"             # best | last | path to a .ckpt file (results go beside it)
+CHECKPOINT = "best"             # best | last | path to a .ckpt file (results still go to RUN)
 QUERY = ""                      # image(s) to search for: a file name in the data set, a path, or several joined by ","
                                 # (a name holding a comma in double quotes, or the comma as \,); "" = embed only
 POSTPROCESS = "auto"            # embeddings before cosine search, fitted on this folder's set (spacessl/postprocess.py):
@@ -60,7 +57,8 @@ DEVICE = "auto"                 # auto (GPU if present) | cpu | cuda
 GRID_COLUMNS = 6                # panels per row in neighbours.png
 PANEL_INCHES = 2.2              # width of one panel in neighbours.png
 GRID_DPI = 100                  # pixels per inch of neighbours.png
-EXACT_LIMIT = 200000            # up to this many images: exact search; above: a FAISS index (recall printed)
+EXACT_LIMIT = LIBRARY_EXACT_LIMIT  # up to this many images (spacessl/index.py's EXACT_LIMIT): exact search; above: a FAISS
+                                # index (recall printed)
 INDEX_KIND = "auto"             # auto (= ivf-pca, the fastest measured: docs/search.md) | ivf-pca (8-bit, 128
                                 # principal components, re-ranked) | hnsw | ivf-flat | ivf-sq8 (8-bit codes)
 RECALL_TARGET = 0.95            # recall@10 against exact search the index must reach, in (0, 1]: its search
@@ -76,72 +74,12 @@ THUMB_PX = 160                  # side of the report's thumbnails, px
 # -----------------------------------------------------------------------------------------------
 
 
-log = logging.getLogger("spacessl")
-
-
-def report_map(cfg: dict, run):
-    """The run's newest map of exactly these images, or a new one (saved under <run>/maps); None
-    when there are too few images to map."""
-    coords = latest_map(run.home, run.names)
-    if coords is not None:
-        return coords
-    try:
-        coords = project(run.vectors, cfg["MAP_METHOD"], NEIGHBOURS, MIN_DIST, PERPLEXITY, MAP_SEED)
-    except UserError as err:
-        log.warning("report without a map: %s", err)
-        return None
-    map_dir = new_output_dir(run.home / "maps", cfg["MAP_METHOD"])
-    save_map(map_dir, coords, run.names, None, f"{cfg['MAP_METHOD']} map of {len(run.names)} images")
-    return coords
-
-
-def write_query_report(cfg: dict, run, out_dir: Path, query_paths: list, query_rows: list, rows, table) -> None:
-    channels, side = run.model.hparams.in_channels, cfg["THUMB_PX"]
-
-    def thumb(path):
-        return png_uri(load_image(path, channels).convert("RGB").resize((side, side)))
-
-    queries = [(thumb(p), f"query: {p.name}", "query") for p in query_paths]
-    neighbours = [(thumb(run.data_dir / name), f"#{rank}  d={dist:.4f}  {name}", "neighbour")
-                  for rank, name, dist in table[COLUMNS].itertuples(index=False)]
-    sections = [("Query" + ("" if len(queries) == 1 else " (searched by the mean of their embeddings)"), queries),
-                ("Nearest neighbours (cosine distance)", neighbours)]
-    coords = report_map(cfg, run)
-    if coords is not None:
-        draw_scatter(coords, None, {"query": query_rows, "neighbours": list(rows)},
-                     f"{len(run.names)} images; query and its {len(rows)} nearest marked", out_dir / "map.png")
-        note = "" if query_rows else " (the query is not in the data set, so only its neighbours are marked)"
-        sections.append(("Map of the data set", [(file_uri(out_dir / "map.png"), "map" + note, "map")]))
-    explained = []
-    explain_top = cfg["EXPLAIN_TOP"]
-    if explain_top and not hasattr(run.model.backbone, cfg["CAM_LAYER"]):
-        log.info("no Grad-CAM maps in the report: a %s backbone has no convolutional %s",
-                 run.model.hparams.backbone, cfg["CAM_LAYER"])
-        explain_top = 0
-    for rank, name, _ in list(table[COLUMNS].itertuples(index=False))[:explain_top]:
-        picture = explain_pair(run.model, query_paths[0], run.data_dir / name, cfg["CAM_LAYER"],
-                               max(1, side // run.model.hparams.input_size))
-        with atomic_path(out_dir / f"explain_{rank}.png") as tmp:
-            picture.save(tmp, format="PNG")
-        explained.append((png_uri(picture), f"query | its Grad-CAM | #{rank}'s Grad-CAM | #{rank} {name}",
-                          "explanation"))
-    if explained:
-        sections.append((f"What makes them similar (Grad-CAM on {cfg['CAM_LAYER']}, target: cosine "
-                         "similarity; red = raises it)", explained))
-    meta = {"checkpoint": run.checkpoint, "data": f"{run.data_dir} ({len(run.names)} images)",
-            "query": ", ".join(str(p) for p in query_paths), "created": created()}
-    write_page(out_dir / "report.html", f"Images most like {query_paths[0].name}", meta, sections)
-
-
 def main(argv):
-    if wants_help(argv):
-        print(usage(__doc__, __file__))
-        return
-    cfg = resolve_config(globals(), argv)
+    cfg = settings(globals(), argv)
     require(cfg["TOP_K"] >= 1, f"--TOP_K={cfg['TOP_K']}: must be at least 1")
     require(cfg["EXACT_LIMIT"] >= 0, "--EXACT_LIMIT must be >= 0")
     try:
-        index_settings = IndexSettings.from_config(cfg)
+        index_settings = IndexSettings(cfg["INDEX_KIND"], cfg["NLIST"], cfg["NPROBE"], cfg["RECALL_TARGET"])
     except ValueError as err:
         raise UserError(str(err)) from None
     require(cfg["MAP_METHOD"] in METHODS, f"--MAP_METHOD={cfg['MAP_METHOD']}: choose {' or '.join(METHODS)}")
@@ -151,7 +89,7 @@ def main(argv):
     require(min(cfg["GRID_COLUMNS"], cfg["GRID_DPI"]) >= 1 and cfg["PANEL_INCHES"] > 0,
             "--GRID_COLUMNS and --GRID_DPI must be at least 1, --PANEL_INCHES above 0")
     print(format_config(cfg))
-    run = open_run(cfg)
+    run = open_run(**keywords(cfg, *OPEN_RUN))
     model, data_dir, vectors, names = run.model, run.data_dir, run.vectors, run.names
     tokens, not_tokens = split_queries(cfg["QUERY"]), split_queries(cfg["NOT"])
     require(tokens or not not_tokens, "--NOT needs --QUERY: the images the results should be like")
@@ -183,20 +121,22 @@ def main(argv):
 
     query_paths = [data_dir / names[r] if isinstance(r, int) else r for r in resolved]
     label = Path(tokens[0]).stem + (f"+{len(tokens) - 1}" if len(tokens) > 1 else "")
-    out_dir = result_dir(run, "queries", label, cfg, queries=[str(p) for p in query_paths],
-                         not_like=[str(data_dir / names[r]) if isinstance(r, int) else str(r) for r in unlike])
-    with atomic_path(out_dir / "neighbours.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    grid = grid_figure(neighbour_panels(query_paths, data_dir, table), model.hparams.in_channels,
-                       cfg["GRID_COLUMNS"], cfg["PANEL_INCHES"])
-    with atomic_path(out_dir / "neighbours.png") as tmp:
-        grid.savefig(tmp, format="png", dpi=cfg["GRID_DPI"])
+    with result_dir(run, "queries", label, cfg, queries=[str(p) for p in query_paths],
+                    not_like=[str(data_dir / names[r]) if isinstance(r, int) else str(r) for r in unlike]) as out:
+        with atomic_path(out.path / "neighbours.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        grid = grid_figure(neighbour_panels(query_paths, data_dir, table), model.hparams.in_channels,
+                           model.hparams.stretch, cfg["GRID_COLUMNS"], cfg["PANEL_INCHES"])
+        with atomic_path(out.path / "neighbours.png") as tmp:
+            grid.savefig(tmp, format="png", dpi=cfg["GRID_DPI"])
+        if cfg["REPORT"]:
+            query_report(run, out.path, query_paths, [r for r in resolved if isinstance(r, int)], rows, table,
+                         thumb_px=cfg["THUMB_PX"], map_method=cfg["MAP_METHOD"], explain_top=cfg["EXPLAIN_TOP"],
+                         cam_layer=cfg["CAM_LAYER"], settings=cfg)
     print(f"\nnearest to {', '.join(tokens)}:\n{table.to_string(index=False)}")
-    print(f"\ntable: {out_dir / 'neighbours.csv'}\npicture: {out_dir / 'neighbours.png'}")
+    print(f"\ntable: {out.path / 'neighbours.csv'}\npicture: {out.path / 'neighbours.png'}")
     if cfg["REPORT"]:
-        in_data = [r for r in resolved if isinstance(r, int)]
-        write_query_report(cfg, run, out_dir, query_paths, in_data, rows, table)
-        print(f"report: {out_dir / 'report.html'}")
+        print(f"report: {out.path / 'report.html'}")
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ explorer starts again; Export writes the top images as ranking.csv and contact_s
 SSL_Evaluate.py --QUERY=a.png,b.png --NOT=c.png,d.png. Ctrl-C stops the explorer.
 """
 
-from spacessl.config import UserError, format_config, require, resolve_config, run_main, usage, wants_help
-from spacessl.explore import Explorer, check_address, make_app, server
-from spacessl.index import IndexSettings
+from spacessl.config import OPEN_RUN, UserError, format_config, require, run_main, keywords, settings
+from spacessl.explore import ExploreSettings, Explorer, check_address, make_app, server
+from spacessl.index import EXACT_LIMIT as LIBRARY_EXACT_LIMIT, IndexSettings
 from spacessl.runs import open_run
 
 # ---- hyperparameters --------------------------------------------------------------------------
@@ -34,7 +34,8 @@ ALLOW_REMOTE = False            # True: allow a HOST other machines can reach (n
 SHOWN = 24                      # neighbours and ranked images shown (and exported by default), >= 1
 THUMB_PX = 128                  # side of the thumbnails, px (made once, cached in <run>/explore/thumbs/)
 MAX_UPLOAD_MB = 50              # largest image file accepted as an upload, MB
-EXACT_LIMIT = 200000            # up to this many images: exact search; above: the run's FAISS index (SSL_Evaluate.py)
+EXACT_LIMIT = LIBRARY_EXACT_LIMIT  # up to this many images (spacessl/index.py's EXACT_LIMIT): exact search; above: the
+                                # run's FAISS index (SSL_Evaluate.py)
 INDEX_KIND = "auto"             # as SSL_Evaluate.py: auto | ivf-pca | hnsw | ivf-flat | ivf-sq8; the same settings there and
 RECALL_TARGET = 0.95            # here reuse one index (saved beside the embeddings), other settings build another
 NPROBE = 0                      # IVF cells searched per query: 0 = tuned to RECALL_TARGET | a fixed number
@@ -47,22 +48,27 @@ DEVICE = "auto"                 # auto (GPU if present) | cpu | cuda
 # -----------------------------------------------------------------------------------------------
 
 
+def explore_settings(cfg: dict) -> ExploreSettings:
+    """The block's settings as the explorer's (a ValueError names a bad index setting)."""
+    return ExploreSettings(shown=cfg["SHOWN"], thumb_px=cfg["THUMB_PX"], max_upload_mb=cfg["MAX_UPLOAD_MB"],
+                           sheet_columns=cfg["SHEET_COLUMNS"], sheet_inches=cfg["SHEET_INCHES"],
+                           exact_limit=cfg["EXACT_LIMIT"],
+                           index=IndexSettings(cfg["INDEX_KIND"], cfg["NLIST"], cfg["NPROBE"], cfg["RECALL_TARGET"]))
+
+
 def main(argv):
-    if wants_help(argv):
-        print(usage(__doc__, __file__))
-        return
-    cfg = resolve_config(globals(), argv)
+    cfg = settings(globals(), argv)
     require(min(cfg["SHOWN"], cfg["THUMB_PX"], cfg["MAX_UPLOAD_MB"], cfg["SHEET_COLUMNS"]) >= 1,
             "--SHOWN, --THUMB_PX, --MAX_UPLOAD_MB and --SHEET_COLUMNS must be at least 1")
     require(1 <= cfg["PORT"] <= 65535, f"--PORT={cfg['PORT']}: give a port in 1..65535")
     check_address(cfg["HOST"], cfg["PORT"], cfg["ALLOW_REMOTE"])
     try:
-        IndexSettings.from_config(cfg)
+        shown = explore_settings(cfg)
     except ValueError as err:
         raise UserError(str(err)) from None
     print(format_config(cfg))
     # Embedding an archive is a job for SSL_Evaluate.py / SSL_Embed.py, not for a web page's start.
-    explorer = Explorer(open_run(cfg, embed=False), cfg)
+    explorer = Explorer(open_run(**keywords(cfg, *OPEN_RUN), embed=False), shown)
     if explorer.missing():
         print(f"{len(explorer.missing())} marked images are no longer in the run (kept in marks.csv, left out of "
               f"the ranking): {', '.join(explorer.missing())}")

@@ -12,14 +12,14 @@ newest map of the same images.
 """
 
 
-from spacessl.config import format_config, require, resolve_config, run_main, usage, wants_help
+from spacessl.config import OPEN_RUN, format_config, require, run_main, keywords, settings
 from spacessl.labels import match_labels, read_labels
 from spacessl.maps import METHODS, draw_mosaic, project, save_map
 from spacessl.runs import open_run, result_dir
 
 # ---- hyperparameters --------------------------------------------------------------------------
 RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py
-CHECKPOINT = "best"             # best | last | path to a .ckpt file (results go beside it)
+CHECKPOINT = "best"             # best | last | path to a .ckpt file (results still go to RUN)
 DATA_DIR = ""                   # images; "" = the folder the run was trained on
 OUTPUT_DIR = ""                 # where results go; "" = inside the run folder, or checkpoints/<run name> here
                                 # when the run folder cannot be written (a colleague's run, a read-only mount)
@@ -44,10 +44,7 @@ SEED = 0                        # seeds the projection
 
 
 def main(argv):
-    if wants_help(argv):
-        print(usage(__doc__, __file__))
-        return
-    cfg = resolve_config(globals(), argv)
+    cfg = settings(globals(), argv)
     require(cfg["MAP_METHOD"] in METHODS, f"--MAP_METHOD={cfg['MAP_METHOD']}: choose {' or '.join(METHODS)}")
     require(cfg["NEIGHBOURS"] >= 2 and 0 <= cfg["MIN_DIST"] <= 1 and cfg["PERPLEXITY"] > 0,
             "--NEIGHBOURS must be at least 2, --MIN_DIST in [0, 1], --PERPLEXITY above 0")
@@ -55,7 +52,7 @@ def main(argv):
     labels_table = (read_labels(cfg["LABELS"], cfg["ID_COLUMN"], cfg["CLASS_COLUMN"], cfg["MERGE_CLASSES"])
                     if cfg["LABELS"] else None)
     print(format_config(cfg))
-    run = open_run(cfg)
+    run = open_run(**keywords(cfg, *OPEN_RUN))
     vectors, names = run.vectors, run.names
     labels = None
     if labels_table is not None:  # a labelled map shows the labelled images only
@@ -64,13 +61,13 @@ def main(argv):
     coords = project(vectors, cfg["MAP_METHOD"], cfg["NEIGHBOURS"], cfg["MIN_DIST"], cfg["PERPLEXITY"],
                      cfg["SEED"])
 
-    out_dir = result_dir(run, "maps", cfg["MAP_METHOD"], cfg, n_images=len(names))
-    save_map(out_dir, coords, names, labels,
-             f"{cfg['MAP_METHOD']} map of {len(names)} images ({run.checkpoint.parent.name})")
-    drawn = draw_mosaic(coords, run.data_dir, names, run.model.hparams.in_channels, cfg["MOSAIC_PX"],
-                        cfg["THUMB_PX"], out_dir / "mosaic.png")
-    print(f"map: {out_dir / 'map.png'}\nmosaic: {out_dir / 'mosaic.png'} ({drawn} of {len(names)} images "
-          f"shown, one per cell)\ncoordinates: {out_dir / 'coords.csv'}")
+    with result_dir(run, "maps", cfg["MAP_METHOD"], cfg, n_images=len(names)) as out:
+        save_map(out.path, coords, names, labels,
+                 f"{cfg['MAP_METHOD']} map of {len(names)} images ({run.checkpoint.parent.name})")
+        drawn = draw_mosaic(coords, run.data_dir, names, run.model.hparams.in_channels, cfg["MOSAIC_PX"],
+                            cfg["THUMB_PX"], out.path / "mosaic.png", stretch=run.model.hparams.stretch)
+    print(f"map: {out.path / 'map.png'}\nmosaic: {out.path / 'mosaic.png'} ({drawn} of {len(names)} images "
+          f"shown, one per cell)\ncoordinates: {out.path / 'coords.csv'}")
 
 
 if __name__ == "__main__":

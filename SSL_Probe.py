@@ -13,25 +13,21 @@ confusion_matrix.png (trained model, linear probe, out-of-fold predictions), few
 config.json. OATH's classifications.csv works as is (picNum -> 00042.png, class6 or class2).
 """
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure  # no pyplot: no GUI backend
-from sklearn.metrics import ConfusionMatrixDisplay
 
 from spacessl import postprocess
 from spacessl.baselines import random_init_embeddings, raw_pixel_embeddings
-from spacessl.config import (atomic_path, format_config, parse_value, require, resolve_config, run_main, usage,
-                    wants_help, write_json)
+from spacessl.config import OPEN_RUN, format_config, keywords, parse_value, require, run_main, settings
 from spacessl.labels import match_labels, read_labels
-from spacessl.metrics import cross_validate, mean_std, precision_at_k, precision_per_class
+from spacessl.probe import score_methods, write_probe
 from spacessl.runs import open_run, result_dir
 
 # ---- hyperparameters --------------------------------------------------------------------------
 RUN = "checkpoints/oath_simclr"  # run folder written by SSL_Train.py
-CHECKPOINT = "best"             # best | last | path to a .ckpt file (results go beside it)
+CHECKPOINT = "best"             # best | last | path to a .ckpt file (results still go to RUN)
 LABELS = "data/oath/classifications/classifications.csv"  # CSV with an id and a class column
 ID_COLUMN = ""                  # column naming the image (path, file name, stem or number); "" = auto
 CLASS_COLUMN = ""               # column with the class; "" = auto (class, label, class6, CLASS, class2)
@@ -57,11 +53,6 @@ DEVICE = "auto"                 # auto (GPU if present) | cpu | cuda
 SEED = 0                        # seeds folds, few-shot draws and the random-weights baseline
 # -----------------------------------------------------------------------------------------------
 
-_PANEL_INCHES = 5  # size of each saved figure
-_DPI = 100
-
-log = logging.getLogger("spacessl")
-
 
 def parse_shots(text: str) -> list:
     shots = [parse_value("SHOTS", part.strip(), int) for part in text.split(",") if part.strip()]
@@ -69,67 +60,15 @@ def parse_shots(text: str) -> list:
     return sorted(set(shots))
 
 
-def summarise(name: str, scores: dict, precision: float, per_class: dict) -> dict:
-    knn, linear = mean_std(scores["knn_accuracy"]), mean_std(scores["linear_accuracy"])
-    return {"method": name, "knn_accuracy": knn[0], "knn_accuracy_std": knn[1],
-            "linear_accuracy": linear[0], "linear_accuracy_std": linear[1],
-            "precision_at_k": precision, "precision_at_k_class_mean": float(np.mean(list(per_class.values()))),
-            **{f"precision_at_k_{c}": v for c, v in per_class.items()}}
-
-
-def few_shot_rows(name: str, scores: dict) -> list:
-    rows = []
-    for shot, accuracies in scores["few_shot"].items():
-        for classifier in ("knn", "linear"):
-            mean, std = mean_std(accuracies[classifier])
-            rows.append({"method": name, "classifier": classifier,
-                         "shots": "all" if shot is None else shot, "accuracy": mean, "accuracy_std": std})
-    return rows
-
-
-def save_figure(fig: Figure, path: Path) -> None:
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=_DPI)
-
-
-def plot_few_shot(table: pd.DataFrame, path: Path) -> None:
-    fig = Figure(figsize=(_PANEL_INCHES * 1.4, _PANEL_INCHES))
-    ax = fig.subplots()
-    colours = {method: f"C{i}" for i, method in enumerate(table["method"].unique())}
-    for (method, classifier), rows in table.groupby(["method", "classifier"], sort=False):
-        ax.errorbar(range(len(rows)), rows["accuracy"], yerr=rows["accuracy_std"], capsize=3,
-                    marker="o", linestyle="-" if classifier == "linear" else "--",
-                    color=colours[method], label=f"{method} ({classifier})")
-        ax.set_xticks(range(len(rows)), rows["shots"].astype(str))
-    ax.set_xlabel("labelled images per class")
-    ax.set_ylabel("accuracy (cross-validated)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
-
-
-def plot_confusion(labels, predictions, title: str, path: Path) -> None:
-    fig = Figure(figsize=(_PANEL_INCHES, _PANEL_INCHES))
-    ax = fig.subplots()
-    ConfusionMatrixDisplay.from_predictions(labels, predictions, ax=ax, colorbar=False,
-                                            xticks_rotation=45)
-    ax.set_title(title, fontsize=9)
-    save_figure(fig, path)
-
-
 def main(argv):
-    if wants_help(argv):
-        print(usage(__doc__, __file__))
-        return
-    cfg = resolve_config(globals(), argv)
+    cfg = settings(globals(), argv)
     shots = parse_shots(cfg["SHOTS"])
     for name in ("FOLDS", "KNN_K", "PRECISION_K", "RAW_PIXELS", "RAW_PCA_DIM", "LOGREG_MAX_ITER"):
         require(cfg[name] >= (2 if name == "FOLDS" else 1), f"--{name}={cfg[name]}: too small")
     require(cfg["LOGREG_C"] > 0, f"--LOGREG_C={cfg['LOGREG_C']}: must be above 0")
     labels_table = read_labels(cfg["LABELS"], cfg["ID_COLUMN"], cfg["CLASS_COLUMN"], cfg["MERGE_CLASSES"])
     print(format_config(cfg))
-    run = open_run(cfg)
+    run = open_run(**keywords(cfg, *OPEN_RUN))
     model, data_dir, vectors, names, device, workers = (
         run.model, run.data_dir, run.vectors, run.names, run.device, run.workers)
     rows, classes = match_labels(labels_table, names, cfg["LABELS"])
@@ -155,30 +94,14 @@ def main(argv):
     for name in list(methods)[1:]:
         search[name] = postprocess.fit(methods[name], cfg["POSTPROCESS"]).apply(methods[name])
 
-    summary, few_shot, scores = [], [], {}
-    for name, features in methods.items():
-        log.info("scoring %s (%d x %d)", name, *features.shape)
-        scores[name] = cross_validate(search[name], classes, cfg["FOLDS"], cfg["KNN_K"], shots,
-                                      cfg["LOGREG_C"], cfg["LOGREG_MAX_ITER"], cfg["SEED"], linear_vectors=features)
-        summary.append(summarise(name, scores[name], precision_at_k(search[name], classes, cfg["PRECISION_K"]),
-                                 precision_per_class(search[name], classes, cfg["PRECISION_K"])))
-        few_shot += few_shot_rows(name, scores[name])
-    summary, few_shot = pd.DataFrame(summary), pd.DataFrame(few_shot)
+    summary, few_shot, scores = score_methods(methods, search, classes, folds=cfg["FOLDS"], knn_k=cfg["KNN_K"],
+                                              shots=shots, logreg_c=cfg["LOGREG_C"],
+                                              logreg_max_iter=cfg["LOGREG_MAX_ITER"], seed=cfg["SEED"],
+                                              precision_k=cfg["PRECISION_K"])
     majority = float(counts.iloc[0] / counts.sum())
-
-    out_dir = result_dir(run, "probe", Path(cfg["LABELS"]).stem, cfg)
-    write_json(out_dir / "results.json", {
-        "n_labelled": len(labelled), "class_counts": {str(c): int(n) for c, n in counts.items()},
-        "folds": scores[trained]["folds"], "majority_class_accuracy": majority,
-        "precision_k": cfg["PRECISION_K"], "knn_k": cfg["KNN_K"],
-        "summary": summary.to_dict("records"), "few_shot": few_shot.to_dict("records")})
-    for table, name in ((summary, "summary.csv"), (few_shot, "few_shot.csv")):
-        with atomic_path(out_dir / name) as tmp:
-            table.to_csv(tmp, index=False)
-    plot_confusion(classes, scores[trained]["linear_predictions"],
-                   f"{trained} linear probe, {scores[trained]['folds']}-fold out-of-fold predictions",
-                   out_dir / "confusion_matrix.png")
-    plot_few_shot(few_shot, out_dir / "few_shot.png")
+    with result_dir(run, "probe", Path(cfg["LABELS"]).stem, cfg) as out:
+        write_probe(out.path, trained, summary, few_shot, scores, classes, counts, precision_k=cfg["PRECISION_K"],
+                    knn_k=cfg["KNN_K"])
 
     shown = pd.DataFrame({
         "method": summary["method"],
@@ -193,7 +116,7 @@ def main(argv):
     print(f"\n{scores[trained]['folds']}-fold cross-validated, {len(labelled)} labelled images; "
           f"majority class alone: {majority:.3f}\n{shown.to_string(index=False)}\n\n"
           f"precision@{cfg['PRECISION_K']} per class (images):\n{per_class.round(3).to_string()}\n\n"
-          f"few-shot accuracy (labelled images per class):\n{curve.to_string()}\n\nresults: {out_dir}")
+          f"few-shot accuracy (labelled images per class):\n{curve.to_string()}\n\nresults: {out.path}")
 
 
 if __name__ == "__main__":

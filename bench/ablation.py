@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from spacessl.baselines import raw_pixel_embeddings  # noqa: E402
-from spacessl.config import UserError, atomic_path, resolve_config, run_main, usage, wants_help  # noqa: E402
+from spacessl.config import UserError, atomic_path, run_main, settings  # noqa: E402
 from spacessl.embeddings import eval_dataset  # noqa: E402
 from spacessl.images import collate_readable  # noqa: E402
 from spacessl.labels import match_labels, read_labels  # noqa: E402
@@ -219,24 +219,21 @@ def append(path: Path, rows: list) -> None:
 
 
 def main(argv):
-    if wants_help(argv):
-        print(usage(__doc__, __file__))
-        return
-    cfg = resolve_config(globals(), argv)
-    settings = set_settings(cfg)
+    cfg = settings(globals(), argv)
+    chosen = set_settings(cfg)
     rows = [r.strip() for r in cfg["ROWS"].split(",") if r.strip()]
     for r in rows:
         if r not in ROW_SETTINGS:
             raise UserError(f"--ROWS: unknown row {r!r} ({', '.join(ROW_SETTINGS)})")
     seeds = [int(s) for s in cfg["SEEDS"].split(",")]
     wants_teacher = "teacher" in cfg["FEATURES"].split(",")
-    side = cfg.get(settings["side"], DEMO_SIDE)
-    input_size = cfg["INPUT_SIZE"] or settings["input"]
+    side = cfg.get(chosen["side"], DEMO_SIDE)
+    input_size = cfg["INPUT_SIZE"] or chosen["input"]
     if not 0 < input_size <= side:
         raise UserError(f"--INPUT_SIZE={cfg['INPUT_SIZE']}: give 1 to {side} (the stored side), or 0 for the set's")
     out = new_output_dir(Path(cfg["OUT_DIR"]), f"bench_ablation_{cfg['SET']}")
     images, labels_csv = prepare(cfg, out)
-    names, classes = labelled(images, labels_csv, settings["merge"])
+    names, classes = labelled(images, labels_csv, chosen["merge"])
     results = out / "results.csv"
     torch.set_num_threads(cfg["NUM_WORKERS"])
     print(f"{cfg['SET']}: {len(names)} labelled images; results: {results}", flush=True)
@@ -250,7 +247,7 @@ def main(argv):
                     f"--MAX_EPOCHS={cfg['EPOCHS']}", f"--WARMUP_EPOCHS={min(cfg['WARMUP_EPOCHS'], cfg['EPOCHS'] - 1)}", f"--BATCH_SIZE={cfg['BATCH_SIZE']}",
                     f"--NUM_WORKERS={cfg['NUM_WORKERS']}", *ROW_SETTINGS[name]]
             if cfg["KNN_MONITOR"]:
-                args += [f"--LABELS={labels_csv}", f"--MERGE_CLASSES={settings['merge']}", f"--KNN_K={cfg['KNN_K']}"]
+                args += [f"--LABELS={labels_csv}", f"--MERGE_CLASSES={chosen['merge']}", f"--KNN_K={cfg['KNN_K']}"]
             earlier = Path(cfg["REUSE"]) / "runs" / run_name / "best.ckpt"
             start = time.perf_counter()
             if cfg["REUSE"] and earlier.is_file():

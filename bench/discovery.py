@@ -57,7 +57,7 @@ from ablation import GALAXY_MERGE, feature_sets, labelled  # noqa: E402
 from quality import prepare_galaxyzoo, prepare_mirabest  # noqa: E402
 from spacessl import postprocess  # noqa: E402
 from spacessl.baselines import raw_pixel_embeddings  # noqa: E402
-from spacessl.config import UserError, atomic_path, resolve_config, run_main, usage, wants_help  # noqa: E402
+from spacessl.config import UserError, atomic_path, run_main, settings  # noqa: E402
 from spacessl.discovery import hunt, random_order  # noqa: E402
 from spacessl.embeddings import eval_dataset  # noqa: E402
 from spacessl.hunt import GRAPH_K, Graph, exemplar_scores, hunt_scores, seeds  # noqa: E402
@@ -249,10 +249,7 @@ def append(path: Path, rows: list) -> None:
 
 
 def main(argv):
-    if wants_help(argv):
-        print(usage(__doc__, __file__))
-        return
-    cfg = resolve_config(globals(), argv)
+    cfg = settings(globals(), argv)
     for feature in cfg["FEATURES"].split(","):
         if feature not in ("pool", "l3+l4", "rot8"):
             raise UserError(f"--FEATURES: unknown feature {feature!r} (pool, l3+l4, rot8)")

@@ -25,8 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spacessl.config import resolve_config, run_main, usage, wants_help  # noqa: E402
-from spacessl.explore import Explorer  # noqa: E402
+from spacessl.config import run_main, settings  # noqa: E402
+from spacessl.explore import Explorer, ExploreSettings  # noqa: E402
+from spacessl.index import EXACT_LIMIT as LIBRARY_EXACT_LIMIT, IndexSettings  # noqa: E402
 
 # ---- hyperparameters --------------------------------------------------------------------------
 IMAGES = 100000                  # synthetic archive size
@@ -35,7 +36,7 @@ SPECTRUM = 0.8                   # eigenvalue k of the covariance ~ k^-SPECTRUM 
 MARKS = 20                       # marks made, alternating yes and no
 REPEATS = 10                     # timed refreshes (the last REPEATS marks)
 SHOWN = 24                       # ranked images returned per refresh (SSL_Explore.py's default)
-EXACT_LIMIT = 200000             # above: the FAISS index (built once, before timing)
+EXACT_LIMIT = LIBRARY_EXACT_LIMIT  # above: the FAISS index (built once, before timing)
 SEED = 0
 # -----------------------------------------------------------------------------------------------
 
@@ -48,20 +49,24 @@ def spectrum_vectors(n: int, dim: int, power: float, seed: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+def synthetic_run(home: Path, vectors: np.ndarray) -> SimpleNamespace:
+    """What the explorer needs of an opened run (runs.OpenRun), over synthetic vectors."""
+    names = [f"{i:08d}.png" for i in range(len(vectors))]
+    run = SimpleNamespace(names=names, vectors=vectors, home=home, run_dir=home, data_dir=home, skipped=[],
+                          cache_dir=home / "index", transform=SimpleNamespace(kind="none"))
+    (home / "index").mkdir()
+    (home / "index" / "meta.json").write_text('{"synthetic": true}')
+    return run
+
+
 def main(argv):
-    if wants_help(argv):
-        print(usage(__doc__, __file__))
-        return
-    cfg = resolve_config(globals(), argv)
+    cfg = settings(globals(), argv)
     vectors = spectrum_vectors(cfg["IMAGES"], cfg["DIM"], cfg["SPECTRUM"], cfg["SEED"])
-    names = [f"{i:08d}.png" for i in range(cfg["IMAGES"])]
     with tempfile.TemporaryDirectory(dir=ROOT / "checkpoints", prefix=".bench_hunt-") as home:
-        run = SimpleNamespace(names=names, vectors=vectors, home=Path(home), run_dir=Path(home), data_dir=Path(home),
-                              skipped=[], cache_dir=Path(home) / "index", transform=SimpleNamespace(kind="none"))
-        (Path(home) / "index").mkdir()
-        (Path(home) / "index" / "meta.json").write_text('{"synthetic": true}')
-        explorer = Explorer(run, {"SHOWN": cfg["SHOWN"], "EXACT_LIMIT": cfg["EXACT_LIMIT"], "INDEX_KIND": "auto",
-                                  "NLIST": 0, "NPROBE": 0, "RECALL_TARGET": 0.95})
+        run = synthetic_run(Path(home), vectors)
+        names = run.names
+        explorer = Explorer(run, ExploreSettings(shown=cfg["SHOWN"], thumb_px=1, max_upload_mb=1, sheet_columns=1,
+                                                 sheet_inches=1.0, exact_limit=cfg["EXACT_LIMIT"], index=IndexSettings()))
         rng = np.random.default_rng(cfg["SEED"] + 1)
         marked = rng.choice(cfg["IMAGES"], cfg["MARKS"], replace=False)
         start = time.perf_counter()

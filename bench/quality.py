@@ -28,7 +28,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spacessl.config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
+from spacessl.config import UserError, run_main, settings  # noqa: E402
 from spacessl.methods import RECIPES  # noqa: E402
 from spacessl.runs import new_output_dir  # noqa: E402
 
@@ -121,10 +121,7 @@ def bench_set(cfg: dict, name: str, method: str, data: Path, out: Path, baseline
 
 
 def main(argv):
-    if wants_help(argv):
-        print(usage(__doc__, __file__))
-        return
-    cfg = resolve_config(globals(), argv)
+    cfg = settings(globals(), argv)
     out = new_output_dir(Path(cfg["OUT_DIR"]), "bench_quality")
     rows, report = [], []
     methods = [m.strip() for m in cfg["METHODS"].split(",") if m.strip()]

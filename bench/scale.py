@@ -43,8 +43,8 @@ from pytorch_lightning.utilities import move_data_to_device
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from collate import BatchAugment  # noqa: E402
-from spacessl.config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
+from collate import batch_augment, train_transform  # noqa: E402
+from spacessl.config import UserError, run_main, settings  # noqa: E402
 from spacessl.embeddings import embed_images  # noqa: E402
 from spacessl.hardware import autocast, pick_device  # noqa: E402
 from spacessl.datamodule import ArchiveData  # noqa: E402
@@ -144,7 +144,7 @@ def augmented_synthetic(cfg, channels, device):
     """Endless (view0, view1) batches as PIPELINE=device makes them from stored pixels already on
     the device: the ceiling with the augmentation's own cost and no loader. Parameters are drawn
     on the CPU each step and travel pinned, as the loader workers send them."""
-    augment = BatchAugment("astro", cfg["INPUT_SIZE"], channels)
+    augment = batch_augment("astro", cfg["INPUT_SIZE"], channels)
     side, gpu = cfg["CACHE_SIZE"], device.type == "cuda"
     stored = torch.randint(0, 256, (cfg["BATCH_SIZE"], channels, side, side), dtype=torch.uint8, device=device)
     while True:
@@ -159,7 +159,8 @@ def augmented_synthetic(cfg, channels, device):
 
 def data_module(cfg, files, channels, device, batch_size, workers, pipeline="decode", cache_dir=None):
     gpu = device.type == "cuda"
-    return ArchiveData(cfg["DATA_DIR"], files, [], channels, "astro", cfg["INPUT_SIZE"], batch_size, workers,
+    return ArchiveData(cfg["DATA_DIR"], files, [], channels, train_transform("astro", cfg["INPUT_SIZE"], channels),
+                       batch_augment("astro", cfg["INPUT_SIZE"], channels), batch_size, workers,
                        pin_memory=gpu, channels_last=gpu, pipeline=pipeline, cache_dir=cache_dir,
                        cache_side=cfg["CACHE_SIZE"])
 
@@ -387,10 +388,7 @@ def search_figures(cfg, n: int, distribution: str, workdir: Path, real=None) -> 
 
 
 def main(argv):
-    if wants_help(argv):
-        print(usage(__doc__, __file__))
-        return
-    cfg = resolve_config(globals(), argv)
+    cfg = settings(globals(), argv)
     device = pick_device(cfg["DEVICE"])
     print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")

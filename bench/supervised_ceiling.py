@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from ablation import labelled, prepare, set_settings  # noqa: E402
-from collate import normalize_stored  # noqa: E402
-from spacessl.config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
+from spacessl.view import normalize_stored  # noqa: E402
+from spacessl.config import UserError, run_main, settings  # noqa: E402
 from spacessl.images import as_tensor, read_image, resize_unit  # noqa: E402
 from spacessl.model import build_backbone  # noqa: E402
 from spacessl.runs import new_output_dir  # noqa: E402
@@ -115,11 +115,8 @@ def one_seed(x, y, n_classes: int, seed: int, cfg) -> dict:
 
 
 def main(argv):
-    if wants_help(argv):
-        print(usage(__doc__, __file__))
-        return
-    cfg = resolve_config(globals(), argv)
-    settings = set_settings(cfg)
+    cfg = settings(globals(), argv)
+    chosen = set_settings(cfg)
     torch.set_num_threads(cfg["NUM_THREADS"])
     if cfg["FOLDER"]:
         data = Path(cfg["FOLDER"]) / "data"
@@ -130,9 +127,9 @@ def main(argv):
     else:
         out = None if cfg["SET"] == "demo" else new_output_dir(Path(cfg["OUT_DIR"]), f"bench_ceiling_{cfg['SET']}")
         images, labels_csv = prepare(cfg, out)  # the demo sample is used where it is
-    names, classes = labelled(images, labels_csv, settings["merge"])
+    names, classes = labelled(images, labels_csv, chosen["merge"])
     class_names, y = np.unique(classes, return_inverse=True)
-    size = cfg["INPUT_SIZE"] or settings["input"]
+    size = cfg["INPUT_SIZE"] or chosen["input"]
     x = load(images, names, size)
     print(f"{cfg['SET']}: {len(names)} labelled images, classes {', '.join(class_names)}, {size} px", flush=True)
     rows = []

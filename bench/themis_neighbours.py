@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from spacessl.baselines import random_init_embeddings, raw_pixel_embeddings  # noqa: E402
-from spacessl.config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
+from spacessl.config import UserError, run_main, settings  # noqa: E402
 from spacessl.embeddings import embed_images  # noqa: E402
 from spacessl.hardware import pick_device  # noqa: E402
 from spacessl.images import find_images  # noqa: E402
@@ -56,10 +56,7 @@ REUSE = ""                       # an earlier run's best.ckpt to score instead o
 
 
 def main(argv):
-    if wants_help(argv):
-        print(usage(__doc__, __file__))
-        return
-    cfg = resolve_config(globals(), argv)
+    cfg = settings(globals(), argv)
     frames_dir = Path(cfg["FRAMES_DIR"])
     if not frames_dir.is_dir():
         raise UserError(f"{frames_dir} not found: this benchmark reads ../shared/data beside the repository")

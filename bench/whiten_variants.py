@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from ablation import DEMO_IMAGES, DEMO_LABELS, feature_sets, labelled, set_settings  # noqa: E402
 from spacessl import postprocess  # noqa: E402
 from spacessl.baselines import raw_pixel_embeddings  # noqa: E402
-from spacessl.config import UserError, resolve_config, run_main, usage, wants_help  # noqa: E402
+from spacessl.config import UserError, run_main, settings  # noqa: E402
 from spacessl.metrics import precision_at_k  # noqa: E402
 from spacessl.model import SSLModel, load_model  # noqa: E402
 
@@ -84,19 +84,16 @@ def variants(cfg) -> dict:
 
 
 def main(argv):
-    if wants_help(argv):
-        print(usage(__doc__, __file__))
-        return
-    cfg = resolve_config(globals(), argv)
+    cfg = settings(globals(), argv)
     folder = Path(cfg["FOLDER"])
-    settings = set_settings(cfg)
+    chosen = set_settings(cfg)
     if cfg["SET"] == "demo":
         images, labels = DEMO_IMAGES, DEMO_LABELS
     else:
         images, labels = folder / "data" / "images", folder / "data" / "labels.csv"
     if not images.is_dir():
         raise UserError(f"--FOLDER={folder}: no {images}; give a folder bench/ablation.py wrote")
-    names, classes = labelled(images, labels, settings["merge"])
+    names, classes = labelled(images, labels, chosen["merge"])
     vectors = {}
     for run in [r.strip() for r in cfg["RUNS"].split(",") if r.strip()]:
         checkpoint = folder / "runs" / run / "best.ckpt"

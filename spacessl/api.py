@@ -106,8 +106,9 @@ class Run:
 
     def show(self, table: pd.DataFrame, columns: int = GRID_COLUMNS) -> Figure:
         """The query (when it was a file) and its neighbours as a grid; a Jupyter cell shows it."""
-        return grid_figure(neighbour_panels(table.attrs.get("query_files", []), self.data_dir, table), self.opened.model.hparams.in_channels,
-                           columns, PANEL_INCHES)
+        hp = self.opened.model.hparams
+        return grid_figure(neighbour_panels(table.attrs.get("query_files", []), self.data_dir, table),
+                           hp.in_channels, hp.stretch, columns, PANEL_INCHES)
 
 
 def open_run(run: str, checkpoint: str = "best", data_dir: str = "", postprocess: str = "auto",
@@ -115,7 +116,6 @@ def open_run(run: str, checkpoint: str = "best", data_dir: str = "", postprocess
     """Open a run folder written by SSL_Train.py (as SSL_Evaluate.py's RUN, CHECKPOINT, DATA_DIR,
     POSTPROCESS, OUTPUT_DIR, DEVICE): loads the checkpoint and embeds data_dir (default: the training
     images), or reuses the cached embeddings."""
-    return Run(open_cached_run({"RUN": str(run), "CHECKPOINT": checkpoint, "DATA_DIR": str(data_dir),
-                                "POSTPROCESS": postprocess, "OUTPUT_DIR": str(output_dir), "DEVICE": device,
-                                "BATCH_SIZE": batch_size, "NUM_WORKERS": num_workers}))
+    return Run(open_cached_run(str(run), checkpoint, str(data_dir), postprocess, device, batch_size, num_workers,
+                               str(output_dir)))
 

@@ -93,6 +93,15 @@ def resolve_config(namespace: dict, argv: list) -> dict:
     return config
 
 
+# The settings of every script that opens a run (runs.open_run's keyword arguments, upper-cased).
+OPEN_RUN = ("RUN", "CHECKPOINT", "DATA_DIR", "POSTPROCESS", "DEVICE", "BATCH_SIZE", "NUM_WORKERS", "OUTPUT_DIR")
+
+
+def keywords(config: dict, *names) -> dict:
+    """The named settings as a library call's keyword arguments: {"RUN": r} -> {"run": r}."""
+    return {name.lower(): config[name] for name in names}
+
+
 def format_config(config: dict) -> str:
     width = max(map(len, config))
     return "\n".join(f"  {name:<{width}} = {value!r}" for name, value in config.items())
@@ -114,6 +123,15 @@ def usage(doc: str, script: str) -> str:
 
 def wants_help(argv: list) -> bool:
     return any(arg in ("-h", "--help") for arg in argv)
+
+
+def settings(namespace: dict, argv: list) -> dict:
+    """A script's opening: with -h/--help its docstring and hyperparameter block are printed and
+    the script ends; else its block overridden by `--NAME=value` arguments, as one checked dict."""
+    if wants_help(argv):
+        print(usage(namespace["__doc__"], namespace["__file__"]))
+        raise SystemExit(0)
+    return resolve_config(namespace, argv)
 
 
 def require(condition: bool, message: str) -> None:
@@ -163,9 +181,10 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def new_memmap(path: Path, dtype, shape):
+def new_memmap(path: Path, dtype, shape, name: str = ""):
     """np.lib.format.open_memmap for writing, with its disk space reserved first: a full disk is a
-    one-line error here, not a bus error (SIGBUS) halfway through filling the mapped file."""
+    one-line error here (naming the file, or `name` for a part of one), not a bus error (SIGBUS)
+    halfway through filling the mapped file."""
     array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
     try:
         with open(path, "r+b") as handle:
@@ -174,7 +193,7 @@ def new_memmap(path: Path, dtype, shape):
         del array
         path = Path(path)
         free = shutil.disk_usage(path.parent).free
-        target = path.name[1:].split(f".{os.getpid()}.")[0] if TMP_MARK in path.name else path.name
+        target = name or (path.name[1:].split(f".{os.getpid()}.")[0] if TMP_MARK in path.name else path.name)
         raise UserError(f"not enough disk space for {target} in {path.parent} "
                         f"({os.path.getsize(path) / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free: {err.strerror}); "
                         f"free some space and run again") from None
@@ -196,6 +215,14 @@ def not_a_lightning_tip(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith(LIGHTNING_TIP)
 
 
+def end_open_line() -> None:
+    """On a terminal, end the line a progress bar may have left open (Lightning's and tqdm's
+    redraw one line with carriage returns), so a closing message starts a line of its own."""
+    if sys.stdout.isatty():
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+
+
 def run_main(main, argv=None) -> None:
     """Run a script's main(argv) with progress messages (INFO) and warnings on stderr; a UserError
     ends it with one line on stderr and exit status 2."""
@@ -210,9 +237,11 @@ def run_main(main, argv=None) -> None:
     try:
         main(sys.argv[1:] if argv is None else argv)
     except UserError as err:
+        end_open_line()
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
+        end_open_line()
         print("interrupted: finished files are kept, nothing half-written was left (a training run "
               "continues with --RESUME=True)", file=sys.stderr)
         sys.exit(130)

@@ -5,7 +5,7 @@
 - cache: decoded once into a memory-mapped array (cache.py), augmented per image as above;
 - device: decoded once as in `cache`; whole batches of stored pixels go to the training device
   as they are, with augmentation parameters drawn in the loader workers (pinned, one
-  transfer), and are augmented there (collate.BatchAugment), so the CPU only gathers rows of
+  transfer), and are augmented there (augment.BatchAugment), so the CPU only gathers rows of
   the array and never waits for the GPU. Measured on an H100 (docs/performance.md): the per-image
   pipelines feed a resnet18 a fraction of what it can take; this one is the default on a GPU.
 
@@ -17,14 +17,17 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from .cache import CachedBatches, CachedImages, decoded_cache
-from collate import BatchAugment, train_transform
 from .images import ImageFolder, collate_readable, unit_tensor
 
 PIPELINES = ("decode", "cache", "device")
 
 
 class ArchiveData(pl.LightningDataModule):
-    def __init__(self, root, train_files: list, val_files: list, channels: int, preset: str, input_size: int,
+    """per_image: an image -> [view0, view1] transform (collate.train_transform), used by the
+    decode and cache pipelines; augment: a BatchAugment, used by the device pipeline. The script
+    builds both from the user's preset, so the package never reads the presets itself."""
+
+    def __init__(self, root, train_files: list, val_files: list, channels: int, per_image, augment,
                  batch_size: int, workers: int, pin_memory: bool, channels_last: bool, pipeline: str = "decode",
                  cache_dir=None, cache_side: int = 0, stretch: str = "auto"):
         super().__init__()
@@ -32,8 +35,8 @@ class ArchiveData(pl.LightningDataModule):
             raise ValueError(f"pipeline {pipeline!r}: choose one of {', '.join(PIPELINES)}")
         self.batch_size, self.workers, self.pin_memory = batch_size, workers, pin_memory
         self.channels_last, self.pipeline = channels_last, pipeline
-        self.augment = BatchAugment(preset, input_size, channels) if pipeline == "device" else None
-        per_image = train_transform(preset, input_size, channels) if pipeline != "device" else None
+        self.augment = augment if pipeline == "device" else None
+        per_image = per_image if pipeline != "device" else None
         if pipeline == "decode":
             self.train_set = ImageFolder(root, train_files, channels, per_image, stretch)
             self.val_set = ImageFolder(root, val_files, channels, per_image, stretch) if val_files else None

@@ -14,7 +14,7 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
-from .embeddings import model_view
+from .view import model_view
 from .images import read_image, to_picture
 
 CAM_LAYERS = ("layer1", "layer2", "layer3", "layer4")

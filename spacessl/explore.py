@@ -19,6 +19,7 @@ import socket
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from .config import UserError, atomic_path
-from .images import UNREADABLE_ERRORS, from_stored, load_image, read_stored, sniffed_suffix, to_picture
+from .images import UNREADABLE_ERRORS, from_stored, read_stored, sniffed_suffix, thumbnail
 from .index import IndexSettings
 from .maps import latest_map, unit_square
 from .queries import COLUMNS, grid_figure, hunt_graph, hunt_neighbours, neighbours, resolve_query
@@ -49,12 +50,24 @@ def ranking_table(rows: list) -> pd.DataFrame:
                                            [r["distance"] for r in rows]))))
 
 
+@dataclass(frozen=True)
+class ExploreSettings:
+    """What the explorer shows and allows (SSL_Explore.py's settings of the same names)."""
+    shown: int             # ranked images per page
+    thumb_px: int          # px side of a thumbnail
+    max_upload_mb: int     # largest upload accepted
+    sheet_columns: int     # exported contact sheet: panels per row
+    sheet_inches: float    # exported contact sheet: width of one panel
+    exact_limit: int       # up to this many images exact search, above it the index
+    index: IndexSettings
+
+
 class Explorer:
     """The state behind the app: an opened run (runs.OpenRun), its marks and map."""
 
-    def __init__(self, run, settings: dict):
+    def __init__(self, run, settings: ExploreSettings):
         self.run, self.settings = run, settings
-        self.index_settings = IndexSettings.from_config(settings)
+        self.index_settings = settings.index
         self.folder = run.home / "explore"
         self.index_of = {name: i for i, name in enumerate(run.names)}
         self.lock = threading.Lock()        # marks, ranking and their files
@@ -102,7 +115,7 @@ class Explorer:
 
     def table(self, direction: np.ndarray, k: int, exclude) -> list:
         found = neighbours(self.run, direction, min(k, len(self.index_of) - len(set(exclude))), exclude,
-                           self.settings["EXACT_LIMIT"], self.index_settings)
+                           self.settings.exact_limit, self.index_settings)
         return [{"index": self.index_of[name], "filename": name, "distance": float(distance)}
                 for _, name, distance in found.itertuples(index=False)]
 
@@ -126,8 +139,7 @@ class Explorer:
                                  f"(PNG, JPEG, TIFF), a FITS, .npy or PGM file") from None
         with self.model_lock:
             vector = self.run.embed(stored)  # as a query file on disk is embedded (embeddings.embed_image)
-        picture = to_picture(image, hp.in_channels)
-        picture.thumbnail((self.settings["THUMB_PX"],) * 2)
+        picture = thumbnail(image, hp.in_channels, hp.stretch, self.settings.thumb_px)
         shown = io.BytesIO()
         picture.save(shown, format="PNG")
         return {"rows": self.table(vector, k, []),
@@ -148,8 +160,8 @@ class Explorer:
             state["method"] = "mark at least one image 'yes' to rank the archive"
             return state
         if self.graph is None:  # built (or read from its cache) at the first ranking, not at start-up
-            self.graph = hunt_graph(self.run, self.settings["EXACT_LIMIT"], self.index_settings)
-        found, how = hunt_neighbours(self.run, self.graph, yes, no, self.settings["SHOWN"], yes + no)
+            self.graph = hunt_graph(self.run, self.settings.exact_limit, self.index_settings)
+        found, how = hunt_neighbours(self.run, self.graph, yes, no, self.settings.shown, yes + no)
         state["method"] = how
         state["rows"] = [{"index": self.index_of[name], "filename": name, "distance": float(distance)}
                          for _, name, distance in found.itertuples(index=False)]
@@ -177,10 +189,8 @@ class Explorer:
         name = self.run.names[index]
         path = self.folder / "thumbs" / f"{hashlib.sha1(name.encode()).hexdigest()[:20]}.png"
         if not path.is_file():
-            side = self.settings["THUMB_PX"]
-            picture = load_image(self.run.data_dir / name, self.run.model.hparams.in_channels,
-                                 self.run.model.hparams.stretch)
-            picture.thumbnail((side, side))
+            hp = self.run.model.hparams
+            picture = thumbnail(self.run.data_dir / name, hp.in_channels, hp.stretch, self.settings.thumb_px)
             with atomic_path(path) as tmp:
                 picture.save(tmp, format="PNG")
         return path
@@ -194,8 +204,9 @@ class Explorer:
         with atomic_path(out / "ranking.csv") as tmp:
             ranking_table(rows).to_csv(tmp, index=False)
         panels = [(self.run.data_dir / r["filename"], f"#{rank}  d={r['distance']:.3f}") for rank, r in enumerate(rows, 1)]
-        figure = grid_figure(panels, self.run.model.hparams.in_channels, self.settings["SHEET_COLUMNS"],
-                             self.settings["SHEET_INCHES"])
+        hp = self.run.model.hparams
+        figure = grid_figure(panels, hp.in_channels, hp.stretch, self.settings.sheet_columns,
+                             self.settings.sheet_inches)
         with atomic_path(out / "contact_sheet.png") as tmp:
             figure.savefig(tmp, format="png")
         return {"folder": str(out), "ranking": str(out / "ranking.csv"), "sheet": str(out / "contact_sheet.png"),
@@ -235,7 +246,7 @@ def make_app(explorer: Explorer) -> Starlette:
         with explorer.lock:
             missing = explorer.missing()
         return JSONResponse({"run": str(run.run_dir), "data_dir": str(run.data_dir), "images": len(run.names),
-                             "map": explorer.map_source, "shown": settings["SHOWN"], "missing": missing})
+                             "map": explorer.map_source, "shown": settings.shown, "missing": missing})
 
     def map_points(request):
         return JSONResponse({"x": explorer.coords[:, 0].round(5).tolist(), "y": explorer.coords[:, 1].round(5).tolist(),
@@ -252,22 +263,22 @@ def make_app(explorer: Explorer) -> Starlette:
 
     def search(request):
         return answer(lambda: explorer.search_name(request.query_params.get("name", ""),
-                                                   count(request, "k", settings["SHOWN"])))
+                                                   count(request, "k", settings.shown)))
 
     async def upload(request: Request):
         # The whole body is read (what is beyond the limit is dropped, not kept) before the answer:
         # a server that answers while the client still sends breaks the client's pipe.
-        limit, received, chunks = settings["MAX_UPLOAD_MB"] * 2 ** 20, 0, []
+        limit, received, chunks = settings.max_upload_mb * 2 ** 20, 0, []
         async for chunk in request.stream():
             received += len(chunk)
             if received <= limit:
                 chunks.append(chunk)
         if received > limit:
-            return error(f"the upload is larger than {settings['MAX_UPLOAD_MB']} MB (MAX_UPLOAD_MB)", 413)
+            return error(f"the upload is larger than {settings.max_upload_mb} MB (MAX_UPLOAD_MB)", 413)
         if not received:
             return error("the upload is empty: choose an image file", 400)
         data = b"".join(chunks)
-        return answer(lambda: explorer.search_upload(data, count(request, "k", settings["SHOWN"])))
+        return answer(lambda: explorer.search_upload(data, count(request, "k", settings.shown)))
 
     def hunt(request):
         return answer(explorer.current)
@@ -281,7 +292,7 @@ def make_app(explorer: Explorer) -> Starlette:
         return answer(lambda: explorer.mark(name, kind))
 
     def export(request):
-        return answer(lambda: explorer.export(count(request, "n", settings["SHOWN"])))
+        return answer(lambda: explorer.export(count(request, "n", settings.shown)))
 
     return Starlette(routes=[
         Route("/", page), Route("/api/info", info), Route("/api/map", map_points),

@@ -35,3 +35,8 @@ def autocast(device: torch.device):
     if device.type != "cuda":
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+
+def lightning_accelerator(device: torch.device) -> str:
+    """A device from pick_device as a Lightning Trainer `accelerator`."""
+    return "gpu" if device.type == "cuda" else "cpu"

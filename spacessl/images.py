@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from astropy.io import fits
 from astropy.visualization import AsinhStretch, AsymmetricPercentileInterval, LinearStretch, LogStretch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset, default_collate
 
 from .config import UserError
@@ -146,15 +146,23 @@ def source_file(root, name) -> Path:
     return split_frame(Path(root) / name)[0]
 
 
-def data_digest(root, files) -> str:
-    """Changes when an image is added, removed, replaced or touched (name, size, mtime), and when
-    its content is rewritten with the same size and its old mtime put back (cp -p, rsync -t):
-    the inode change time (ctime) moves on every write and cannot be set back. Hashing every
-    image's content instead would read the whole archive on each search."""
-    digest = hashlib.sha256()
+def file_stamps(root, files) -> list:
+    """Each image's file stamp "size:mtime:ctime" (ns). It changes when a file is replaced or
+    touched, and when its content is rewritten with the same size and its old mtime put back
+    (cp -p, rsync -t): the inode change time moves on every write and cannot be set back.
+    Hashing every image's content instead would read the whole archive on each search."""
+    stamps = []
     for name in files:
         stat = source_file(root, name).stat()
-        digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\t{stat.st_ctime_ns}\n".encode())
+        stamps.append(f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}")
+    return stamps
+
+
+def data_digest(root, files) -> str:
+    """Changes when an image is added, removed, replaced or touched (see file_stamps)."""
+    digest = hashlib.sha256()
+    for name, stamp in zip(files, file_stamps(root, files)):
+        digest.update(f"{name}\t{stamp}\n".encode())
     return digest.hexdigest()
 
 
@@ -425,6 +433,18 @@ def load_image(path, channels: int, stretch: str = "auto") -> Image.Image:
     return to_picture(read_image(path, channels, stretch), channels)
 
 
+def thumbnail(image, channels: int, stretch: str, side: int) -> Image.Image:
+    """The one small picture of an image (a path, or a read_image result), for every gallery,
+    sheet, map, report and the explorer: read as the model reads it (its channels and stretch, so
+    a 16-bit frame looks the same everywhere), 8-bit RGB, scaled to fit side x side with its
+    aspect ratio kept."""
+    if isinstance(image, (str, os.PathLike)):
+        picture = load_image(image, channels, stretch)
+    else:
+        picture = to_picture(image, channels)
+    return ImageOps.contain(picture.convert("RGB"), (side, side))
+
+
 def detect_channels(root, files) -> int:
     """The model's input channels from the data: 1 if every sampled image is grey, 3 if some are
     colour pictures, N if all are N-band arrays; other mixtures are an error."""
@@ -475,7 +495,7 @@ class ImageFolder(Dataset):
 def collate_readable(batch):
     """default_collate over the readable items; None when the whole batch was unreadable.
     Where stored images of a folder that mixes 8-bit pictures with deeper data meet in one batch
-    (uint8 beside float in [0, 1], collate.EvalTransform(stored=True)), the uint8 ones are
+    (uint8 beside float in [0, 1], view.EvalTransform(stored=True)), the uint8 ones are
     scaled to [0, 1] first: stacking would otherwise promote 255 to 255.0."""
     batch = [item for item in batch if item is not None]
     if not batch:

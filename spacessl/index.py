@@ -87,11 +87,6 @@ class IndexSettings:
         if not 0 < self.recall_target <= 1:
             raise ValueError(f"--RECALL_TARGET={self.recall_target}: must be in (0, 1]")
 
-    @classmethod
-    def from_config(cls, cfg: dict) -> "IndexSettings":
-        """From a script's INDEX_KIND, NLIST, NPROBE and RECALL_TARGET (SSL_Evaluate.py, SSL_Explore.py)."""
-        return cls(cfg["INDEX_KIND"], cfg["NLIST"], cfg["NPROBE"], cfg["RECALL_TARGET"])
-
 
 def auto_nlist(n: int) -> int:
     return max(1, int(CELLS_PER_SQRT_N * math.sqrt(n)))

@@ -11,7 +11,7 @@ from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
 from .config import UserError, atomic_path
-from .images import load_image
+from .images import thumbnail
 
 METHODS = ("umap", "tsne")
 # Library defaults (umap-learn: n_neighbors 15, min_dist 0.1; scikit-learn t-SNE: perplexity 30),
@@ -84,7 +84,7 @@ def draw_scatter(coords: np.ndarray, labels, highlight: dict, title: str, out) -
 
 
 def draw_mosaic(coords: np.ndarray, root, files: list, channels: int, canvas_px: int, thumb_px: int, out,
-                seed: int = 0) -> int:
+                seed: int = 0, *, stretch: str) -> int:
     """Thumbnails on a square grid laid over the map: as few cells as hold every image (at most
     canvas_px // thumb_px a side; thumbnails grow to fill the canvas), each image in its own cell,
     assigned so the summed squared distance from map position to cell is least (the Hungarian
@@ -103,7 +103,7 @@ def draw_mosaic(coords: np.ndarray, root, files: list, channels: int, canvas_px:
     canvas = Image.new("RGB", (cells * side, cells * side), "black")  # sky images: dark
     for i, c in zip(shown[rows], chosen_cells):
         cx, cy = grid[c]
-        thumb = load_image(f"{root}/{files[i]}", channels).convert("RGB").resize((side, side))
+        thumb = thumbnail(f"{root}/{files[i]}", channels, stretch, side)
         canvas.paste(thumb, (int(cx) * side, (cells - 1 - int(cy)) * side))  # y grows upwards on a map
     with atomic_path(out) as tmp:
         canvas.save(tmp, format="PNG")

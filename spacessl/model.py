@@ -23,10 +23,9 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchvision.models.vision_transformer import VisionTransformer
 
-from collate import normalize_stored, preset_turned
-
 from .config import UserError, atomic_path
 from .methods import ADAMW_BETA2, OBJECTIVES, RECIPES, peak_lr
+from .view import normalize_stored
 
 RESNETS = {
     "resnet18": torchvision.models.resnet18,
@@ -81,7 +80,7 @@ class SSLModel(pl.LightningModule):
     """
 
     def __init__(self, method="simclr", backbone="resnet18", in_channels=3, input_size=224,
-                 augmentation="allsky", stretch="auto", proj_hidden_dim=512, proj_out_dim=128,
+                 augmentation="allsky", stretch="auto", turned_search=False, proj_hidden_dim=512, proj_out_dim=128,
                  pred_hidden_dim=128, temperature=0.5, momentum_start=0.996, nn_bank_size=1024, patch_size=16,
                  mask_ratio=0.75, decoder_dim=256, decoder_layers=4, lr=0.075, weight_decay=1e-6,
                  warmup_epochs=10, max_epochs=100, batch_size=256, checkpoint_format=CHECKPOINT_FORMAT):
@@ -93,15 +92,16 @@ class SSLModel(pl.LightningModule):
 
     @torch.no_grad()
     def embed(self, x):
-        """L2-normalised backbone features: inner products are cosine similarities. For a preset
-        of images with no preferred orientation (collate.TURNED_SEARCH) the mean of those of the 8
-        quarter turns and mirrorings of each image, normalised again."""
-        if not preset_turned(self.hparams.augmentation):
+        """L2-normalised backbone features: inner products are cosine similarities. With
+        turned_search (images with no preferred orientation: the preset's collate.TURNED_SEARCH,
+        stored in the checkpoint) the mean of those of the 8 quarter turns and mirrorings of each
+        image, normalised again."""
+        if not self.hparams.get("turned_search", False):
             return nn.functional.normalize(self.backbone(x).float(), dim=1)
         return pooled_over_turns(self.backbone, x)
 
     def embed_stored(self, x):
-        """embed() of a batch from collate.EvalTransform(stored=True), normalised here, on the
+        """embed() of a batch from view.EvalTransform(stored=True), normalised here, on the
         batch's device."""
         return self.embed(normalize_stored(x, self.hparams.in_channels))
 

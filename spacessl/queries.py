@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .config import UserError
-from .images import UNREADABLE_ERRORS, image_time, load_image, read_image
+from .images import UNREADABLE_ERRORS, image_time, read_image, thumbnail
 from .index import EXACT_LIMIT, IndexSettings, cached_index, describe, on_gpus_if_available
 from .index import search as index_search
 from .hunt import Graph, cached_graph, hunt_scores, top_scored
@@ -25,6 +25,7 @@ log = logging.getLogger("spacessl")
 CLOSE_NAMES = 5     # suggestions shown for a query name that is not in the data set
 TITLE_INCHES = 0.4  # height added to each grid panel for its two-line title
 INDEX_SEED = 0      # seeds the index's k-means sample (IVF) and its recall queries
+GRID_PX = 256  # px side of each picture in a grid figure (panels are about 2-3 inches at 100 dpi)
 COLUMNS = ["rank", "filename", "cosine_distance"]  # every neighbour table and CSV of the tool (plus `time` in SSL_Evaluate.py's)
 
 
@@ -182,8 +183,9 @@ def short(name: str, width: int = 24) -> str:
     return name if len(name) <= width else "…" + name[-(width - 1):]
 
 
-def grid_figure(panels: list, channels: int, columns: int, inches: float) -> Figure:
-    """panels: (image path, title) pairs, query first; no pyplot, so no GUI backend is needed."""
+def grid_figure(panels: list, channels: int, stretch: str, columns: int, inches: float) -> Figure:
+    """panels: (image path, title) pairs, query first, each shown as the model sees it
+    (images.thumbnail); no pyplot, so no GUI backend is needed."""
     columns = min(columns, len(panels))
     rows = math.ceil(len(panels) / columns)
     fig = Figure(figsize=(columns * inches, rows * (inches + TITLE_INCHES)))
@@ -191,7 +193,7 @@ def grid_figure(panels: list, channels: int, columns: int, inches: float) -> Fig
     for ax in axes.flat:
         ax.axis("off")
     for ax, (path, title) in zip(axes.flat, panels):
-        ax.imshow(load_image(path, channels), cmap="gray" if channels == 1 else None)
+        ax.imshow(thumbnail(path, channels, stretch, GRID_PX))
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
     return fig

@@ -1,6 +1,7 @@
 """Exact top-k search by cosine distance over L2-normalised embeddings."""
 
 import numpy as np
+import pandas as pd
 
 from .config import UserError
 from .progress import progress
@@ -81,3 +82,20 @@ def all_nearest(vectors: np.ndarray, k: int, desc: str = ""):
     """For every row, the indices and cosine similarities of its k nearest other rows, nearest
     first (ties by index). Exact, in blocks of rows: O(n^2) time; `desc` names its progress bar."""
     return nearest_rows(vectors, vectors, k, self_offset=0, desc=desc)
+
+
+def score_images(vectors, k: int):
+    """(score, nearest neighbour index, its distance) per image; score = distance to the k-th."""
+    nearest, similarity = all_nearest(vectors, k, desc="nearest neighbours")
+    return 1 - similarity[:, -1], nearest[:, 0], 1 - similarity[:, 0]
+
+
+def anomaly_table(vectors: np.ndarray, names: list, k: int) -> pd.DataFrame:
+    """Every image ranked by how unusual it is: score = cosine distance to its k-th nearest other
+    image (SSL_Anomalies.py), with its nearest image and that distance; ties by file name."""
+    score, nearest, distance = score_images(vectors, k)
+    table = pd.DataFrame({"filename": names, "score": score.round(6), "nearest": [names[i] for i in nearest],
+                          "nearest_distance": distance.round(6)})
+    table = table.sort_values(["score", "filename"], ascending=[False, True], ignore_index=True)
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table

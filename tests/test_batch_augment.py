@@ -11,7 +11,8 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 
-from collate import PRESETS, BatchAugment, preset_settings
+from collate import PRESETS, preset_settings
+from collate import batch_augment as BatchAugment
 from spacessl.images import unit_tensor
 
 DRAWS = 20000  # parameter draws per statistical check: a rate's std is <= 0.0036

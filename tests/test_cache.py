@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from spacessl.cache import CachedBatches, CachedImages, decoded_cache
-from collate import BatchAugment, train_transform
+from collate import batch_augment as BatchAugment
+from collate import train_transform
 from conftest import GALAXIES, THEMIS, TINY, copy_images, run_cli
 from spacessl.images import find_images, load_image, read_image
 

@@ -6,8 +6,10 @@ import torch
 from conftest import GALAXIES, THEMIS
 from PIL import Image
 
-from collate import (METHODS, PRESETS, SMALL_ARCHIVE, SMALL_ARCHIVE_METHODS, TEMPERATURES, BatchAugment, eval_transform, normalization, normalize_stored,
-                     preset_kwargs, preset_method, preset_settings, preset_temperature, train_transform)
+from collate import (METHODS, PRESETS, SMALL_ARCHIVE, SMALL_ARCHIVE_METHODS, TEMPERATURES, preset_kwargs, preset_method,
+                     preset_settings, preset_temperature, train_transform)
+from collate import batch_augment as BatchAugment
+from spacessl.view import eval_transform, normalization, normalize_stored
 from spacessl.images import load_image, read_image
 from spacessl.methods import RECIPES
 

@@ -16,7 +16,7 @@ from conftest import GALAXIES, ROOT, copy_images, run_cli
 # over these first steps, which the comparison below reads the number of negatives from (the
 # default 0.2 spreads the loss wider).
 COMMON = ["--INPUT_SIZE=32", "--MAX_EPOCHS=3", "--WARMUP_EPOCHS=0", "--NUM_WORKERS=0", "--PROJ_HIDDEN_DIM=64",
-          "--PROJ_OUT_DIM=32", "--ACCELERATOR=cpu", "--VAL_FRACTION=0", "--AUGMENTATION=astro", "--METHOD=simclr",
+          "--PROJ_OUT_DIM=32", "--DEVICE=cpu", "--VAL_FRACTION=0", "--AUGMENTATION=astro", "--METHOD=simclr",
           "--TEMPERATURE=0.5"]
 
 
@@ -64,7 +64,7 @@ def test_embedding_on_two_processes_equals_one(trained_run, tmp_path, caplog):
 
     assert run_cli(SSL_Evaluate, [f"--RUN={tmp_path / 'single'}", f"--DATA_DIR={data}", "--NUM_WORKERS=0"]) == 0
     multi = subprocess.run([sys.executable, "SSL_Embed.py", f"--RUN={tmp_path / 'multi'}", f"--DATA_DIR={data}",
-                            "--NUM_WORKERS=0", "--ACCELERATOR=cpu", "--DEVICES=2", "--BATCH_SIZE=4"],
+                            "--NUM_WORKERS=0", "--DEVICE=cpu", "--DEVICES=2", "--BATCH_SIZE=4"],
                            cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert multi.returncode == 0, multi.stderr[-3000:]
     assert "embedded 21 of 22 images on 2 process(es)" in multi.stdout

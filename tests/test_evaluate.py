@@ -15,7 +15,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import SSL_Evaluate
-from collate import eval_transform, train_transform
+from collate import train_transform
+from spacessl.view import eval_transform
 from spacessl.embeddings import embed_image, embed_images
 from spacessl.images import ImageFolder, collate_readable, find_images
 from spacessl.model import AtomicCheckpointIO, SSLModel, load_model

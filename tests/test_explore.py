@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
-from spacessl.config import UserError, resolve_config
+import SSL_Explore
+from spacessl.config import OPEN_RUN, UserError, keywords, resolve_config
 from spacessl.hunt import Graph, exemplar_scores, hunt_scores, seeds, spread, top_scored
 
 
@@ -108,8 +109,6 @@ def test_not_like_ranks_the_same_in_the_script_and_the_notebook(embedded_run, ca
 
 
 def explore_settings(run, *extra):
-    import SSL_Explore
-
     return resolve_config(vars(SSL_Explore), [f"--RUN={run}", "--SHOWN=6", "--THUMB_PX=32", *extra])
 
 
@@ -125,7 +124,7 @@ def start(run, *extra):
     from spacessl.runs import open_run
 
     cfg = explore_settings(run, *extra)
-    explorer = Explorer(open_run(cfg), cfg)
+    explorer = Explorer(open_run(**keywords(cfg, *OPEN_RUN)), SSL_Explore.explore_settings(cfg))
     port = free_port()
     server, _ = serve_in_thread(make_app(explorer), "127.0.0.1", port)
     assert server.started
@@ -172,7 +171,7 @@ def test_explorer_searches_with_the_index_kind_asked_for(embedded_run):
 
     def search(*extra):
         cfg = explore_settings(embedded_run, *extra)
-        explorer = Explorer(open_run(cfg), cfg)
+        explorer = Explorer(open_run(**keywords(cfg, *OPEN_RUN)), SSL_Explore.explore_settings(cfg))
         return [row["filename"] for row in explorer.search_name(explorer.run.names[0], 5)["rows"]]
 
     exact = search()
@@ -208,7 +207,7 @@ def test_an_upload_is_read_as_the_same_file_on_disk_is(embedded_run, tmp_path, k
         pixels = rng.integers(0, 4095, (80, 80), dtype=np.uint16).astype(">u2")
         path.write_bytes(b"P5\n80 80\n4095\n" + pixels.tobytes())
     cfg = explore_settings(embedded_run)
-    explorer = Explorer(open_run(cfg), cfg)
+    explorer = Explorer(open_run(**keywords(cfg, *OPEN_RUN)), SSL_Explore.explore_settings(cfg))
     answer = explorer.search_upload(path.read_bytes(), 5)
     assert answer["query_thumb"].startswith("data:image/png;base64,")
     uploaded = [row["filename"] for row in answer["rows"]]

@@ -361,3 +361,68 @@ def test_a_deeply_nested_json_mark_is_a_400_not_a_crash(run):
         assert call(f"{base}/api/hunt")[0] == 200  # the server is still up
     finally:
         server.should_exit = True
+
+
+def test_a_full_disk_while_writing_result_pictures_is_one_line_and_leaves_no_result_folder(run, monkeypatch, capsys):
+    import errno
+
+    from matplotlib.figure import Figure
+
+    assert search(run) == 0  # embedded; the query below only writes its results
+    capsys.readouterr()
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(Figure, "savefig", full)
+    assert search(run, "--QUERY=587722983360102542.jpg", "--REPORT=True") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the disk is full") and err.count("\n") == 1
+    assert not (run / "queries").exists() or not list((run / "queries").iterdir())
+    monkeypatch.undo()
+    assert search(run, "--QUERY=587722983360102542.jpg") == 0 and len(list((run / "queries").iterdir())) == 1
+
+
+def test_a_cache_file_swapped_with_its_old_time_put_back_is_not_trusted(run, caplog):
+    assert search(run, "--QUERY=587722983360102542.jpg", "--TOP_K=5") == 0
+    clean = answers(run)
+    cache = run.joinpath(*CACHE)
+    reference = np.load(cache / "embeddings.npy")
+    before = (cache / "embeddings.npy").stat()
+    np.save(cache / "embeddings.npy", reference[::-1].copy())  # same shape and size, wrong rows
+    os.utime(cache / "embeddings.npy", ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert search(run, "--QUERY=587722983360102542.jpg", "--TOP_K=5") == 0
+    pd.testing.assert_frame_equal(answers(run), clean)
+    np.testing.assert_array_equal(np.load(cache / "embeddings.npy"), reference)
+    assert "changed or damaged after it was written" in caplog.text
+
+
+def test_a_copied_run_reuses_its_cache(run, tmp_path, caplog):
+    assert search(run) == 0
+    subprocess.run(["cp", "-r", str(run), str(tmp_path / "copy")], check=True)  # new times, same bytes
+    with caplog.at_level("INFO", logger="spacessl"):
+        assert search(tmp_path / "copy") == 0
+    assert "reusing embeddings" in caplog.text and "embedding again" not in caplog.text
+
+
+def test_a_checkpoint_of_another_run_writes_into_the_given_run(run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    before = sorted(p.name for p in other.iterdir())
+    assert search(run, f"--CHECKPOINT={other / 'best.ckpt'}", "--QUERY=587722983360102542.jpg") == 0
+    assert len(list((run / "queries").iterdir())) == 1 and (run / "embeddings").is_dir()
+    assert sorted(p.name for p in other.iterdir()) == before
+
+
+def test_an_error_after_a_progress_bar_starts_on_its_own_line(monkeypatch, capsys):
+    import sys as system
+
+    from spacessl.config import UserError, run_main
+
+    def fails(argv):
+        print("Epoch 0:  40%|████      | 2/5", end="", flush=True)  # a bar's line, not ended
+        raise UserError("not enough disk space for last.ckpt")
+    monkeypatch.setattr(system.stdout, "isatty", lambda: True)
+    with pytest.raises(SystemExit):
+        run_main(fails, [])
+    captured = capsys.readouterr()
+    assert captured.out.endswith("\n") and captured.err == "error: not enough disk space for last.ckpt\n"

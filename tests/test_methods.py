@@ -12,6 +12,7 @@ from conftest import GALAXIES, TINY, copy_images, run_cli
 
 import SSL_Evaluate
 import SSL_Train
+from collate import preset_turned
 from lightly.loss import NTXentLoss
 
 from spacessl.methods import DINO_STUDENT_TEMP, DINO_TEACHER_TEMP, NN_BANK_SHARE, RECIPES
@@ -207,8 +208,8 @@ def test_astro_search_vectors_do_not_turn_with_the_image():
     # any of them gives the same vector; a preset without it (natural photographs) keeps "up".
     torch.manual_seed(0)
     images = torch.randn(3, 3, 32, 32)
-    turned = SSLModel(augmentation="astro", input_size=32).eval()
+    turned = SSLModel(augmentation="astro", input_size=32, turned_search=preset_turned("astro")).eval()
     for view in (torch.rot90(images, 1, dims=(2, 3)), images.flip(3), torch.rot90(images.flip(2), 3, dims=(2, 3))):
         torch.testing.assert_close(turned.embed(view), turned.embed(images), atol=1e-5, rtol=0)
-    plain = SSLModel(augmentation="natural", input_size=32).eval()
+    plain = SSLModel(augmentation="natural", input_size=32, turned_search=preset_turned("natural")).eval()
     assert not torch.allclose(plain.embed(torch.rot90(images, 1, dims=(2, 3))), plain.embed(images), atol=1e-3)

@@ -11,6 +11,7 @@ from conftest import SAMPLE, browser_dom, run_cli
 from PIL import Image
 
 import SSL_Anomalies
+from spacessl.search import score_images
 import SSL_Evaluate
 import SSL_Map
 from spacessl.config import UserError
@@ -70,7 +71,7 @@ def test_mosaic_places_each_image_at_its_cell(tmp_path):
     for name, colour in colours.items():
         Image.new("RGB", (8, 8), colour).save(tmp_path / name)
     coords = np.array([[0, 0], [1, 1], [0, 1], [0.01, 0.02]])  # late.png wants red's cell too
-    drawn = draw_mosaic(coords, tmp_path, list(colours), 3, 40, 10, tmp_path / "mosaic.png")
+    drawn = draw_mosaic(coords, tmp_path, list(colours), 3, 40, 10, tmp_path / "mosaic.png", stretch="auto")
     assert drawn == 4  # 4 images: a 2 x 2 grid of 20 px cells, every image shown
     mosaic = np.asarray(Image.open(tmp_path / "mosaic.png"))
     assert mosaic.shape == (40, 40, 3)
@@ -85,10 +86,10 @@ def test_mosaic_of_a_clumped_map_fills_its_grid(tmp_path):
     for i, name in enumerate(names):
         Image.new("L", (4, 4), 100 + i).save(tmp_path / name)
     coords = np.concatenate([np.random.default_rng(0).normal(0, 0.01, (29, 2)), [[1, 1]]])  # one clump + one
-    assert draw_mosaic(coords, tmp_path, names, 1, 600, 10, tmp_path / "mosaic.png") == 30
+    assert draw_mosaic(coords, tmp_path, names, 1, 600, 10, tmp_path / "mosaic.png", stretch="auto") == 30
     mosaic = np.asarray(Image.open(tmp_path / "mosaic.png"))
     assert (mosaic.reshape(-1, 3).max(axis=1) == 0).mean() < 0.2  # 30 of 36 cells hold an image
-    assert draw_mosaic(coords, tmp_path, names, 1, 40, 10, tmp_path / "small.png") == 16  # a 4 x 4 sample
+    assert draw_mosaic(coords, tmp_path, names, 1, 40, 10, tmp_path / "small.png", stretch="auto") == 16  # a 4 x 4 sample
 
 
 def test_map_command_writes_coordinates_map_and_mosaic(run):
@@ -153,14 +154,14 @@ def test_similarity_maps_are_normalised_and_symmetric(trained_run):
 def test_anomaly_score_ranks_the_odd_one_out_first():
     angles = np.deg2rad([0, 1, 2, 3, 4, 5, 60])
     vectors = np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    score, nearest, distance = SSL_Anomalies.score_images(vectors, 2)
+    score, nearest, distance = score_images(vectors, 2)
     assert int(np.argmax(score)) == 6
     assert score[6] == pytest.approx(1 - np.cos(np.deg2rad(56)))  # its 2nd nearest is at 4 degrees
     assert nearest[6] == 5 and distance[6] == pytest.approx(1 - np.cos(np.deg2rad(55)))
 
 
 def test_anomaly_caption_keeps_rank_and_score_apart():
-    from SSL_Anomalies import caption
+    from spacessl.report import caption
 
     assert caption(1, 0.104) == "#1  d=0.104" and caption(10, 0.1) == "#10  d=0.100"
 
