@@ -14,7 +14,8 @@ its nearest neighbour) and config.json. Exact search: O(n^2) time, fine up to ~1
 
 
 
-from spacessl.config import OPEN_RUN, format_config, require, run_main, keywords, settings
+from spacessl.config import OPEN_RUN, format_config, keywords, run_main, settings
+from spacessl.errors import require
 from spacessl.report import anomaly_report
 from spacessl.runs import open_run, result_dir
 from spacessl.search import anomaly_table

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from spacessl.config import format_config, require, run_main, settings
+from spacessl.config import format_config, run_main, settings
+from spacessl.errors import require
 from spacessl.embeddings import Build, cache_meta, current, embedding_width, eval_dataset, trusted_cache
 from spacessl.hardware import lightning_accelerator, lightning_precision, pick_device
 from spacessl.images import collate_readable, file_stamps, find_images, loader_workers

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from spacessl.config import OPEN_RUN, UserError, atomic_path, format_config, require, run_main, keywords, settings
+from spacessl.config import OPEN_RUN, format_config, keywords, run_main, settings
+from spacessl.errors import UserError, require
+from spacessl.files import atomic_path
 from spacessl.explain import CAM_LAYERS
 from spacessl.hunt import query_vector
 from spacessl.images import image_time

@@ -16,7 +16,8 @@ explorer starts again; Export writes the top images as ranking.csv and contact_s
 SSL_Evaluate.py --QUERY=a.png,b.png --NOT=c.png,d.png. Ctrl-C stops the explorer.
 """
 
-from spacessl.config import OPEN_RUN, UserError, format_config, require, run_main, keywords, settings
+from spacessl.config import OPEN_RUN, format_config, keywords, run_main, settings
+from spacessl.errors import UserError, require
 from spacessl.explore import ExploreSettings, Explorer, check_address, make_app, server
 from spacessl.index import EXACT_LIMIT as LIBRARY_EXACT_LIMIT, IndexSettings
 from spacessl.runs import open_run

@@ -12,7 +12,8 @@ newest map of the same images.
 """
 
 
-from spacessl.config import OPEN_RUN, format_config, require, run_main, keywords, settings
+from spacessl.config import OPEN_RUN, format_config, keywords, run_main, settings
+from spacessl.errors import require
 from spacessl.labels import match_labels, read_labels
 from spacessl.maps import METHODS, draw_mosaic, project, save_map
 from spacessl.runs import open_run, result_dir

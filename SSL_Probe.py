@@ -20,7 +20,8 @@ import pandas as pd
 
 from spacessl import postprocess
 from spacessl.baselines import random_init_embeddings, raw_pixel_embeddings
-from spacessl.config import OPEN_RUN, format_config, keywords, parse_value, require, run_main, settings
+from spacessl.config import OPEN_RUN, format_config, keywords, parse_value, run_main, settings
+from spacessl.errors import require
 from spacessl.labels import match_labels, read_labels
 from spacessl.probe import score_methods, write_probe
 from spacessl.runs import open_run, result_dir

@@ -19,7 +19,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 
 from collate import batch_augment, preset_hint, preset_kwargs, preset_method, preset_temperature, preset_turned, train_transform
-from spacessl.config import UserError, format_config, require, run_main, settings
+from spacessl.config import format_config, run_main, settings
+from spacessl.errors import UserError, require
 from spacessl.datamodule import PIPELINES, ArchiveData
 from spacessl.hardware import lightning_accelerator, lightning_precision, pick_device
 from spacessl.images import STRETCHES, detect_channels, find_images, loader_workers

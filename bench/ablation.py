@@ -39,7 +39,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from spacessl.baselines import raw_pixel_embeddings  # noqa: E402
-from spacessl.config import UserError, atomic_path, run_main, settings  # noqa: E402
+from spacessl.config import run_main, settings  # noqa: E402
+from spacessl.errors import UserError  # noqa: E402
+from spacessl.files import atomic_path  # noqa: E402
 from spacessl.embeddings import eval_dataset  # noqa: E402
 from spacessl.images import collate_readable  # noqa: E402
 from spacessl.labels import match_labels, read_labels  # noqa: E402

@@ -57,7 +57,9 @@ from ablation import GALAXY_MERGE, feature_sets, labelled  # noqa: E402
 from quality import prepare_galaxyzoo, prepare_mirabest  # noqa: E402
 from spacessl import postprocess  # noqa: E402
 from spacessl.baselines import raw_pixel_embeddings  # noqa: E402
-from spacessl.config import UserError, atomic_path, run_main, settings  # noqa: E402
+from spacessl.config import run_main, settings  # noqa: E402
+from spacessl.errors import UserError  # noqa: E402
+from spacessl.files import atomic_path  # noqa: E402
 from spacessl.discovery import hunt, random_order  # noqa: E402
 from spacessl.embeddings import eval_dataset  # noqa: E402
 from spacessl.hunt import GRAPH_K, Graph, exemplar_scores, hunt_scores, seeds  # noqa: E402

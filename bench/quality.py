@@ -28,7 +28,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spacessl.config import UserError, run_main, settings  # noqa: E402
+from spacessl.config import run_main, settings  # noqa: E402
+from spacessl.errors import UserError  # noqa: E402
 from spacessl.methods import RECIPES  # noqa: E402
 from spacessl.runs import new_output_dir  # noqa: E402
 

@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from collate import batch_augment, train_transform  # noqa: E402
-from spacessl.config import UserError, run_main, settings  # noqa: E402
+from spacessl.config import run_main, settings  # noqa: E402
+from spacessl.errors import UserError  # noqa: E402
 from spacessl.embeddings import embed_images  # noqa: E402
 from spacessl.hardware import autocast, pick_device  # noqa: E402
 from spacessl.datamodule import ArchiveData  # noqa: E402

@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from ablation import labelled, prepare, set_settings  # noqa: E402
 from spacessl.view import normalize_stored  # noqa: E402
-from spacessl.config import UserError, run_main, settings  # noqa: E402
+from spacessl.config import run_main, settings  # noqa: E402
+from spacessl.errors import UserError  # noqa: E402
 from spacessl.images import as_tensor, read_image, resize_unit  # noqa: E402
 from spacessl.model import build_backbone  # noqa: E402
 from spacessl.runs import new_output_dir  # noqa: E402

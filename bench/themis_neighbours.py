@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from spacessl.baselines import random_init_embeddings, raw_pixel_embeddings  # noqa: E402
-from spacessl.config import UserError, run_main, settings  # noqa: E402
+from spacessl.config import run_main, settings  # noqa: E402
+from spacessl.errors import UserError  # noqa: E402
 from spacessl.embeddings import embed_images  # noqa: E402
 from spacessl.hardware import pick_device  # noqa: E402
 from spacessl.images import find_images  # noqa: E402

@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from ablation import DEMO_IMAGES, DEMO_LABELS, feature_sets, labelled, set_settings  # noqa: E402
 from spacessl import postprocess  # noqa: E402
 from spacessl.baselines import raw_pixel_embeddings  # noqa: E402
-from spacessl.config import UserError, run_main, settings  # noqa: E402
+from spacessl.config import run_main, settings  # noqa: E402
+from spacessl.errors import UserError  # noqa: E402
 from spacessl.metrics import precision_at_k  # noqa: E402
 from spacessl.model import SSLModel, load_model  # noqa: E402
 

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
-from .config import UserError
+from .errors import UserError
 from .embeddings import embed_images
 from .images import as_tensor, read_image, resize_unit
 from .model import SSLModel

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .config import atomic_path, new_memmap, write_json
+from .files import atomic_path, new_memmap, write_json
 from .images import (CHANNEL_SAMPLE, DEEP_MAX, PICTURE_EXTENSIONS, UNREADABLE_ERRORS, data_digest, has_extension,
                      picture_bands, read_image, resize_unit, unit_tensor)
 from .progress import progress

@@ -25,7 +25,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from .config import UserError, atomic_path, write_json
+from .errors import UserError
+from .files import atomic_path, write_json
 from .hardware import autocast
 from .images import UNREADABLE_ERRORS, ImageFolder, collate_readable, file_stamps, from_stored, read_image
 from .progress import progress
@@ -35,8 +36,8 @@ from .view import model_view
 log = logging.getLogger("spacessl")
 
 HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a file
-VIEW_VERSION = 3      # how SSLModel.embed sees an image (older caches are rebuilt); 2: turns pooled for some
-                      # presets; 3: only where the checkpoint's turned_search says so
+VIEW_VERSION = 2      # how SSLModel.embed sees an image (older caches are rebuilt); 2: turns pooled for some presets
+CACHE_FORMAT = 2      # the cache's own layout; 2: sources.csv and file contents recorded (older caches are rebuilt)
 
 
 def file_digest(path) -> str:
@@ -102,7 +103,7 @@ def cache_meta(checkpoint, root, files, stamps=None) -> dict:
     digest = hashlib.sha256("".join(f"{name}\t{stamp}\n" for name, stamp in zip(files, stamps)).encode())
     return {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": file_digest(checkpoint),
             "data_dir": str(Path(root).resolve()), "data_sha256": digest.hexdigest(), "n_files": len(files),
-            "view": VIEW_VERSION}
+            "view": VIEW_VERSION, "format": CACHE_FORMAT}
 
 
 CACHE_FILES = ("embeddings.npy", "filenames.csv", "sources.csv")
@@ -134,6 +135,9 @@ def trusted_cache(cache_dir: Path):
         return None
     except (OSError, ValueError) as err:
         log.warning("embedding cache %s is damaged (meta.json: %s): embedding again", cache_dir, err)
+        return None
+    if not isinstance(old, dict) or old.get("format") != CACHE_FORMAT:
+        log.info("embedding cache %s was made by an older version: embedding again", cache_dir)
         return None
     try:
         if not all(unchanged(cache_dir / name, old["files"][name]) for name in CACHE_FILES):

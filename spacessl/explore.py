@@ -9,7 +9,7 @@ Marks live in <run>/explore/marks.csv, the current ranking in ranking.csv beside
 written atomically after every mark, under one lock, so two browser tabs marking at once lose
 nothing); they are read back when the explorer starts again. Thumbnails are made once from the
 images and cached in <run>/explore/thumbs/; the full images are never sent. Exports go to
-<run>/explore/exports/hunt-<time>/: ranking.csv and contact_sheet.png.
+<run>/explore/exports/hunt-<time>/: config.json, ranking.csv and contact_sheet.png.
 """
 
 import base64
@@ -19,7 +19,7 @@ import socket
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +31,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
-from .config import UserError, atomic_path
+from .errors import UserError
+from .files import atomic_path
 from .images import UNREADABLE_ERRORS, from_stored, read_stored, sniffed_suffix, thumbnail
 from .index import IndexSettings
 from .maps import latest_map, unit_square
 from .queries import COLUMNS, grid_figure, hunt_graph, hunt_neighbours, neighbours, resolve_query
-from .runs import new_output_dir
+from .runs import result_dir
 
 PAGE = Path(__file__).with_name("explore.html")
 MARKS = ("yes", "no")
@@ -200,17 +201,20 @@ class Explorer:
         rows = state["rows"][:n]
         if not rows:
             raise ValueError("nothing to export yet: mark at least one image 'yes'")
-        out = new_output_dir(self.folder / "exports", "hunt")
-        with atomic_path(out / "ranking.csv") as tmp:
-            ranking_table(rows).to_csv(tmp, index=False)
-        panels = [(self.run.data_dir / r["filename"], f"#{rank}  d={r['distance']:.3f}") for rank, r in enumerate(rows, 1)]
-        hp = self.run.model.hparams
-        figure = grid_figure(panels, hp.in_channels, hp.stretch, self.settings.sheet_columns,
-                             self.settings.sheet_inches)
-        with atomic_path(out / "contact_sheet.png") as tmp:
-            figure.savefig(tmp, format="png")
-        return {"folder": str(out), "ranking": str(out / "ranking.csv"), "sheet": str(out / "contact_sheet.png"),
-                "method": state["method"], "count": len(rows)}
+        settings = {**asdict(self.settings), "index": asdict(self.settings.index), "n": n}
+        with result_dir(self.run, "explore/exports", "hunt", settings, method=state["method"],
+                        marks=state["marks"]) as out:
+            with atomic_path(out.path / "ranking.csv") as tmp:
+                ranking_table(rows).to_csv(tmp, index=False)
+            panels = [(self.run.data_dir / r["filename"], f"#{rank}  d={r['distance']:.3f}")
+                      for rank, r in enumerate(rows, 1)]
+            hp = self.run.model.hparams
+            figure = grid_figure(panels, hp.in_channels, hp.stretch, self.settings.sheet_columns,
+                                 self.settings.sheet_inches)
+            with atomic_path(out.path / "contact_sheet.png") as tmp:
+                figure.savefig(tmp, format="png")
+        return {"folder": str(out.path), "ranking": str(out.path / "ranking.csv"),
+                "sheet": str(out.path / "contact_sheet.png"), "method": state["method"], "count": len(rows)}
 
 
 def error(message: str, status: int) -> JSONResponse:

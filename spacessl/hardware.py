@@ -9,7 +9,7 @@ import contextlib
 
 import torch
 
-from .config import UserError
+from .errors import UserError
 
 
 def pick_device(requested: str) -> torch.device:

@@ -32,7 +32,8 @@ from scipy.sparse import csr_matrix, diags, identity
 from scipy.sparse.linalg import cg
 from sklearn.linear_model import LogisticRegression
 
-from .config import UserError, atomic_path, fingerprint, write_json
+from .errors import UserError
+from .files import atomic_path, fingerprint, write_json
 from .progress import progress
 from .search import all_nearest, mean_query, top_k
 

@@ -32,7 +32,7 @@ from astropy.visualization import AsinhStretch, AsymmetricPercentileInterval, Li
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset, default_collate
 
-from .config import UserError
+from .errors import UserError
 
 log = logging.getLogger("spacessl")
 

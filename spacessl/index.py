@@ -11,13 +11,11 @@ all on inner products (= cosine similarity on unit vectors):
             REFINE_FACTOR x k candidates re-ranked on 8-bit codes of the whole vectors: a quarter
             of the bytes scanned per vector (Jégou, Douze & Schmid 2011, "Product quantization
             for nearest neighbor search", re-ranking of a coarse search)
-`auto` (the default) is ivf-pca: wherever kinds were compared (docs/search.md: a million
-vectors of three spectra, ten million of one) it answered fastest at recall@10 0.95 (1M: 0.8
-and 1.9 ms, against HNSW's 0.9 and 7.5 ms and IVF-sq8's 1.3 and 5.5 ms; on a near-isotropic set
-11.9 ms against IVF-flat's 29.0 and HNSW's 58.2; 10M: 13.8 ms against IVF-sq8's 38.4), in a
-quarter of HNSW's memory and a tenth of its build time. On ten million near-isotropic vectors
-its first re-ranking depth fell short of 0.95 even with every cell probed; it now re-ranks more
-where that happens (REFINE_GROWTH), and reached 0.95 there at 62 ms per query.
+`auto` (the default) is ivf-pca: wherever kinds were compared (a million vectors of three
+spectra, ten million of one) it answered fastest at recall@10 0.95, in a quarter of HNSW's
+memory and a tenth of its build time; where its first re-ranking depth fell short of the target
+even with every cell probed (ten million near-isotropic vectors) it re-ranks more
+(REFINE_GROWTH). The timings, with their commands: docs/search.md.
 Whichever is built, its recall@10 against exact search is measured on sample queries, and its
 search effort (IVF: nprobe; HNSW: efSearch) is tuned there to reach a recall target.
 Vectors are read in chunks, so a memory-mapped .npy larger than RAM can be indexed.
@@ -36,7 +34,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .config import atomic_path, fingerprint, write_json
+from .files import atomic_path, fingerprint, write_json
 from .progress import progress
 from .search import nearest_rows
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import UserError
+from .errors import UserError
 
 log = logging.getLogger("spacessl")
 

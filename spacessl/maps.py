@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
-from .config import UserError, atomic_path
+from .errors import UserError
+from .files import atomic_path
 from .images import thumbnail
 
 METHODS = ("umap", "tsne")

@@ -18,7 +18,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .config import UserError
+from .errors import UserError
 from .search import all_nearest, nearest_rows
 
 log = logging.getLogger("spacessl")

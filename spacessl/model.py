@@ -23,7 +23,8 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchvision.models.vision_transformer import VisionTransformer
 
-from .config import UserError, atomic_path
+from .errors import UserError
+from .files import atomic_path
 from .methods import ADAMW_BETA2, OBJECTIVES, RECIPES, peak_lr
 from .view import normalize_stored
 
@@ -39,6 +40,9 @@ BACKBONES = (*RESNETS, *VITS)
 # Bumped when the module changes in a way old checkpoints cannot be loaded into.
 CHECKPOINT_FORMAT = 2
 LR_END_FACTOR = 1e-3  # the cosine decays to this fraction of the peak rate (lightly's default)
+# Checkpoints written before `turned_search` was stored pooled the turns by their preset, and only
+# astro's did (collate.TURNED_SEARCH as it was then): a fact about old files, not a default.
+LEGACY_TURNED = ("astro",)
 
 
 def build_backbone(name: str, in_channels: int, input_size: int, patch_size: int):
@@ -292,7 +296,10 @@ def load_model(path) -> SSLModel:
     """Rebuild the trained model from a checkpoint file alone, in eval mode on the CPU."""
     ckpt = read_checkpoint(path)
     try:
-        model = SSLModel(**ckpt["hyper_parameters"])
+        hparams = dict(ckpt["hyper_parameters"])
+        if "turned_search" not in hparams:  # written before checkpoints stored it (2026-12-07)
+            hparams["turned_search"] = str(hparams.get("augmentation", "")).partition(":")[0] in LEGACY_TURNED
+        model = SSLModel(**hparams)
         model.load_state_dict(ckpt["state_dict"])
     except (TypeError, KeyError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0]

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import UserError, atomic_path, fingerprint, new_memmap, write_json
+from .errors import UserError
+from .files import atomic_path, fingerprint, new_memmap, write_json
 from .progress import progress
 
 log = logging.getLogger("spacessl")

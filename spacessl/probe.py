@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no GUI backend
 from sklearn.metrics import ConfusionMatrixDisplay
 
-from .config import atomic_path, write_json
+from .files import atomic_path, write_json
 from .metrics import cross_validate, mean_std, precision_at_k, precision_per_class
 
 PANEL_INCHES = 5  # size of each saved figure

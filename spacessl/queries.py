@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .config import UserError
+from .errors import UserError
 from .images import UNREADABLE_ERRORS, image_time, read_image, thumbnail
 from .index import EXACT_LIMIT, IndexSettings, cached_index, describe, on_gpus_if_available
 from .index import search as index_search

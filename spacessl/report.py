@@ -16,7 +16,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from .config import UserError, atomic_path
+from .errors import UserError
+from .files import atomic_path
 from .explain import explain_pair
 from .images import thumbnail
 from .maps import MIN_DIST, NEIGHBOURS, PERPLEXITY, SEED, draw_scatter, latest_map, project, save_map

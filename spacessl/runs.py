@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import TMP_MARK, UserError, write_json
+from .errors import UserError
+from .files import TMP_MARK, write_json
 from .embeddings import cache_meta, cached_embeddings, embed_image, read_cache
 from .hardware import pick_device
 from .images import file_stamps, find_images, loader_workers

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from .config import UserError
+from .errors import UserError
 from .progress import progress
 
 

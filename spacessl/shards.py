@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from .config import atomic_path, new_memmap, write_json
+from .files import atomic_path, new_memmap, write_json
 
 log = logging.getLogger("spacessl")
 

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
-from .config import UserError, require
+from .errors import UserError, require
 from .knn_monitor import KNNMonitor
 from .labels import match_labels, read_labels
 from .model import AtomicCheckpointIO, read_checkpoint

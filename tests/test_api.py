@@ -15,7 +15,7 @@ from PIL import Image
 
 import SSL_Evaluate
 from spacessl.api import open_run
-from spacessl.config import UserError
+from spacessl.errors import UserError
 
 
 @pytest.fixture

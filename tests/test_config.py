@@ -6,7 +6,9 @@ import stat
 import pytest
 from conftest import ROOT
 
-from spacessl.config import UserError, atomic_path, hyperparameters, resolve_config, usage
+from spacessl.config import hyperparameters, resolve_config, usage
+from spacessl.errors import UserError
+from spacessl.files import atomic_path
 
 DEFAULTS = {"RATE": 0.1, "EPOCHS": 3, "NAME": "run", "RESUME": False, "lower": 1, "_PRIVATE": 2,
             "TABLE": {"a": 1}}

@@ -18,7 +18,8 @@ from PIL import Image
 
 from conftest import run_cli
 import SSL_Explore
-from spacessl.config import OPEN_RUN, UserError, keywords, resolve_config
+from spacessl.config import OPEN_RUN, keywords, resolve_config
+from spacessl.errors import UserError
 from spacessl.hunt import Graph, exemplar_scores, hunt_scores, seeds, spread, top_scored
 
 

@@ -283,7 +283,7 @@ def test_a_read_only_run_is_searched_and_left_untouched(run, tmp_path, monkeypat
 
 
 def test_orphaned_temporary_files_of_killed_writers_are_removed(tmp_path):
-    from spacessl.config import atomic_path
+    from spacessl.files import atomic_path
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -416,7 +416,8 @@ def test_a_checkpoint_of_another_run_writes_into_the_given_run(run, tmp_path):
 def test_an_error_after_a_progress_bar_starts_on_its_own_line(monkeypatch, capsys):
     import sys as system
 
-    from spacessl.config import UserError, run_main
+    from spacessl.config import run_main
+    from spacessl.errors import UserError
 
     def fails(argv):
         print("Epoch 0:  40%|████      | 2/5", end="", flush=True)  # a bar's line, not ended

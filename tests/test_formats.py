@@ -15,7 +15,7 @@ from PIL import Image
 
 import SSL_Evaluate
 import SSL_Train
-from spacessl.config import UserError
+from spacessl.errors import UserError
 from spacessl.images import BadImage, detect_channels, find_images, load_image, pgm_frames, read_image, to_unit
 
 THEMIS_FRAMES = ROOT.parent / "shared" / "data" / "themis_asi_gill_20140310" / "frames"

@@ -7,7 +7,7 @@ import pytest
 from conftest import GALAXIES, THEMIS
 from PIL import Image
 
-from spacessl.config import UserError
+from spacessl.errors import UserError
 from spacessl.images import ImageFolder, collate_readable, detect_channels, find_images, load_image
 
 

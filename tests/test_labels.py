@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from spacessl.config import UserError
+from spacessl.errors import UserError
 from spacessl.labels import match_labels, read_labels
 
 OATH = """# OATH classifications (comment header as in the original file)

@@ -40,3 +40,19 @@ def test_every_script_main_is_about_a_screen():
         main = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "main")
         lines = main.end_lineno - main.lineno + 1
         assert lines <= 75, f"{script.name}: main is {lines} lines"
+
+
+def test_every_result_folder_says_how_it_was_made(trained_run, tmp_path):
+    import shutil
+
+    import SSL_Evaluate
+    from conftest import run_cli
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert run_cli(SSL_Evaluate, [f"--RUN={run}", "--NUM_WORKERS=0", "--QUERY=587722983360102542.jpg",
+                                  "--EXPLAIN_TOP=0", "--THUMB_PX=32"]) == 0
+    made = [folder for kind in ("queries", "maps") for folder in (run / kind).iterdir()]
+    assert len(made) == 2  # the query's results and the map its report drew
+    assert all((folder / "config.json").is_file() for folder in made)
+    assert not [p for p in run.rglob(".*") if p.is_dir()]  # no half-written result folder left

@@ -5,7 +5,7 @@ import logging
 import numpy as np
 import pytest
 
-from spacessl.config import UserError
+from spacessl.errors import UserError
 from spacessl.metrics import (cross_validate, knn_accuracy, knn_predict, mean_std, per_class_sample, precision_at_k,
                               precision_per_class,
                      temporal_neighbour_fraction, usable_folds)

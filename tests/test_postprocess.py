@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from spacessl import postprocess
-from spacessl.config import UserError
+from spacessl.errors import UserError
 
 
 def unit(x):

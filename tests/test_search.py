@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from spacessl.config import UserError
+from spacessl.errors import UserError
 from spacessl.search import all_nearest, mean_query, top_k
 
 

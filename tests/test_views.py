@@ -14,7 +14,7 @@ import SSL_Anomalies
 from spacessl.search import score_images
 import SSL_Evaluate
 import SSL_Map
-from spacessl.config import UserError
+from spacessl.errors import UserError
 from spacessl.explain import similarity_cams
 from spacessl.maps import draw_mosaic, latest_map, project
 from spacessl.model import load_model
