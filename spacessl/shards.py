@@ -66,7 +66,7 @@ class Work:
 
     def __init__(self, folder: Path, digest: str, attempt: str, rank: int = 0):
         """Rank 0 makes the folder ready (clears another plan's shards); the other ranks only read it."""
-        self.folder, self.digest, self.attempt = Path(folder), digest, attempt
+        self.folder, self.attempt = Path(folder), attempt
         self.same_plan = self._plan() == digest
         if rank == 0 and not self.same_plan:
             if self.folder.exists():
