@@ -12,6 +12,11 @@ Cache layout, one folder per checkpoint and data folder:  <run>/embeddings/<chec
                      written last, so a cache whose meta.json is missing or different (an
                      interrupted or stale build) is never trusted
     work/            shards of a build in progress (shards.py); gone when the build is finished
+
+A build writes the new files beside the old ones (`<name>.next`, then meta.next.json, which
+records them) and only then renames them into place; a build killed during the renames is
+finished by the next reader (`roll_forward`), and one killed before leaves the old cache whole.
+So a job killed at any moment loses neither the old rows nor the finished batches.
 """
 
 import hashlib
@@ -126,9 +131,42 @@ def unchanged(path: Path, record) -> bool:
     return [stat.st_mtime_ns, stat.st_ctime_ns] == record[1:3] or file_digest(path) == record[3]
 
 
+def next_name(name: str) -> str:
+    """The name a build writes a cache file under before renaming it into place."""
+    stem, dot, suffix = name.partition(".")
+    return f"{stem}.next{dot}{suffix}"
+
+
+def roll_forward(cache_dir: Path, just_written: bool = False) -> None:
+    """Rename a build's new files into place. meta.next.json is written only after every new
+    file, so once it exists the renames can all be completed, also by the next reader when the
+    build was killed among them. A rename moves a file's inode change time: the records are
+    updated to it where the file is the one recorded (known when just written, else checked by
+    its content once), so later reads need not hash the files."""
+    journal = cache_dir / next_name("meta.json")
+    if not journal.is_file():
+        return
+    for name in CACHE_FILES:
+        if (cache_dir / next_name(name)).is_file():
+            os.replace(cache_dir / next_name(name), cache_dir / name)
+    meta = json.loads(journal.read_text())
+    for name in CACHE_FILES:
+        record, stat = meta["files"][name], (cache_dir / name).stat()
+        if [stat.st_size, stat.st_mtime_ns] == record[:2] and (just_written or file_digest(cache_dir / name) == record[3]):
+            record[2] = stat.st_ctime_ns
+    write_json(cache_dir / "meta.json", meta)
+    journal.unlink()
+    if not just_written:
+        log.info("finished the interrupted update of %s", cache_dir)
+
+
 def trusted_cache(cache_dir: Path):
     """(meta, embeddings memmap, names) of a finished cache whose files are the ones its meta.json
     recorded, else None (a missing cache silently, a damaged or changed one with a warning)."""
+    try:
+        roll_forward(cache_dir)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("embedding cache %s: an interrupted update could not be finished (%s)", cache_dir, err)
     try:
         old = json.loads((cache_dir / "meta.json").read_text())
     except FileNotFoundError:
@@ -194,6 +232,8 @@ class Build:
                         self.reused[name] = ("old", int(before[name][1]))
                     else:
                         self.unreadable.add(name)  # unreadable then, unchanged since: still unreadable
+        for name in CACHE_FILES:  # new files of a build killed before it recorded them: the old cache is whole
+            (self.cache_dir / next_name(name)).unlink(missing_ok=True)
         self.todo = [i for i, name in enumerate(files) if name not in self.reused and name not in self.unreadable]
         digest = plan_digest(meta, [files[i] for i in self.todo], [stamps[i] for i in self.todo])
         self.work = Work(self.cache_dir / "work", digest, attempt_name(rank), rank)
@@ -214,17 +254,19 @@ class Build:
         kept = [name for name in self.files if name in sources]
         if not kept:
             raise UserError(f"none of the {len(self.files)} images under {self.meta['data_dir']} could be read")
-        merge(self.cache_dir / "embeddings.npy", kept, sources, self.old_vectors, self.work, width)
+        folder = self.cache_dir
+        merge(folder / next_name("embeddings.npy"), kept, sources, self.old_vectors, self.work, width)
         self.old_vectors = None
         row = {name: i for i, name in enumerate(kept)}
-        with atomic_path(self.cache_dir / "sources.csv") as tmp:
+        with atomic_path(folder / next_name("sources.csv")) as tmp:
             pd.DataFrame({"filename": self.files, "stamp": self.stamps,
                           "row": [row.get(name, -1) for name in self.files]}).to_csv(tmp, index=False)
-        with atomic_path(self.cache_dir / "filenames.csv") as tmp:
+        with atomic_path(folder / next_name("filenames.csv")) as tmp:
             pd.DataFrame({"filename": kept}).to_csv(tmp, index=False)
-        write_json(self.cache_dir / "meta.json", {
+        write_json(folder / next_name("meta.json"), {
             **self.meta, "n_embedded": len(kept), "width": width, "last_build": self.counts,
-            "files": {name: file_record(self.cache_dir / name) for name in CACHE_FILES}})
+            "files": {name: file_record(folder / next_name(name)) for name in CACHE_FILES}})
+        roll_forward(folder, just_written=True)
         self.work.clear()
         log.info("embeddings of %d images in %s (%d embedded now, %d kept from the cache, %d from an "
                  "interrupted job)", len(kept), self.cache_dir, self.counts["embedded"], self.counts["reused"],

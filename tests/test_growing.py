@@ -146,3 +146,47 @@ def test_a_killed_multi_rank_embedding_continues_with_its_shards(run, trained_ru
     clean_vectors, clean_names, _ = from_scratch(trained_run, tmp_path, data)
     assert kept == clean_names
     np.testing.assert_allclose(vectors, clean_vectors, **CLOSE)
+
+
+# An update's last steps: its 4 new files written (each by a rename of its temporary file), then
+# the 3 renamed into place; the process dies at each in turn.
+@pytest.mark.parametrize("dies_at", range(1, 8))
+def test_an_update_killed_while_it_is_put_in_place_is_finished_by_the_next_reader(run, tmp_path, monkeypatch,
+                                                                                 dies_at):
+    from spacessl import embeddings
+
+    data = tmp_path / "data"
+    copy_images(GALAXIES, data, 12)
+    assert embed(run, data) == 0
+    shutil.copy(sorted(GALAXIES.iterdir())[20], data / "new.jpg")
+    real, calls = os.replace, []
+
+    def dies(source, target):
+        calls.append(source)
+        if ".next." in str(source) and len([c for c in calls if ".next." in str(c)]) == dies_at:
+            raise KeyboardInterrupt  # the process stops here; nothing after it runs
+        return real(source, target)
+    monkeypatch.setattr(embeddings.os, "replace", dies)
+    assert embed(run, data) == 130
+    monkeypatch.undo()
+    assert embed(run, data) == 0
+    vectors, kept, meta = cache_of(run)
+    assert len(kept) == 13 and "new.jpg" in kept
+    # Finished by the next reader, or built again from the old rows and the killed build's shard:
+    # either way the new image was embedded once and the old ones never again.
+    assert meta["last_build"]["reused"] == 12
+    assert meta["last_build"]["embedded"] + meta["last_build"]["resumed"] == 1
+    assert not list(run.joinpath(*CACHE).glob("*.next*"))
+
+
+def test_a_finished_cache_is_trusted_without_reading_it_whole(run, tmp_path, monkeypatch):
+    from spacessl import embeddings
+
+    data = tmp_path / "data"
+    copy_images(GALAXIES, data, 6)
+    assert embed(run, data) == 0
+
+    def no_hashing(path):
+        raise AssertionError(f"{path} was hashed")  # a 2 GB table would be read on every search
+    monkeypatch.setattr(embeddings, "file_digest", no_hashing)
+    assert embeddings.trusted_cache(run.joinpath(*CACHE)) is not None
