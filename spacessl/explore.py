@@ -27,6 +27,7 @@ import pandas as pd
 import uvicorn
 from sklearn.decomposition import PCA
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
@@ -282,7 +283,9 @@ def make_app(explorer: Explorer) -> Starlette:
         if not received:
             return error("the upload is empty: choose an image file", 400)
         data = b"".join(chunks)
-        return answer(lambda: explorer.search_upload(data, count(request, "k", settings.shown)))
+        # The work goes to a worker thread, as Starlette does for plain endpoints: done on the event
+        # loop it would stall every other request until it ends (bench/explore_load.py found it).
+        return await run_in_threadpool(answer, lambda: explorer.search_upload(data, count(request, "k", settings.shown)))
 
     def hunt(request):
         return answer(explorer.current)
@@ -293,7 +296,7 @@ def make_app(explorer: Explorer) -> Starlette:
             name, kind = str(body["filename"]), str(body["mark"])
         except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested too deep
             return error('send JSON {"filename": ..., "mark": "yes" | "no" | "clear"}', 400)
-        return answer(lambda: explorer.mark(name, kind))
+        return await run_in_threadpool(answer, lambda: explorer.mark(name, kind))
 
     def export(request):
         return answer(lambda: explorer.export(count(request, "n", settings.shown)))

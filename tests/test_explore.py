@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -335,3 +336,27 @@ def test_hunting_in_a_real_browser(embedded_run):
     assert table.columns.tolist() == ["rank", "filename", "cosine_distance"]  # as SSL_Evaluate.py's neighbours.csv
     assert table["filename"].tolist() == after[:4] and (export / "contact_sheet.png").stat().st_size > 0
     assert pd.read_csv(embedded_run / "explore" / "ranking.csv")["filename"].tolist() == after
+
+
+def test_a_slow_mark_does_not_hold_up_other_requests(embedded_run):
+    base, server, explorer = start(embedded_run)
+    real, entered = explorer.mark, threading.Event()
+
+    def slow(name, kind):  # a refresh at archive scale (bench/explore_load.py: seconds under load)
+        entered.set()
+        time.sleep(3)
+        return real(name, kind)
+    explorer.mark = slow
+    try:
+        name = explorer.run.names[0]
+        marking = threading.Thread(target=mark, args=(base, name, "yes"))
+        marking.start()
+        assert entered.wait(30)
+        started = time.monotonic()
+        status, found = call(f"{base}/api/search?name={explorer.run.names[1]}&k=3")
+        waited = time.monotonic() - started
+        marking.join()
+    finally:
+        server.should_exit = True
+    assert status == 200 and len(found["rows"]) == 3
+    assert waited < 2, f"a search waited {waited:.1f} s behind a mark"
