@@ -29,7 +29,8 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # The batch path on the GPU gives the CPU's output for the same parameters, 16-bit input included.
 step batch_augment_gpu 40 python3 - <<'PY'
 import numpy as np, torch
-from collate import PRESETS, BatchAugment
+from collate import PRESETS
+from collate import batch_augment as BatchAugment
 from spacessl.images import unit_tensor
 for preset in PRESETS:
     for channels, dtype in ((1, np.uint16), (3, np.uint8)):

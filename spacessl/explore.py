@@ -5,9 +5,10 @@ SSL_Map coordinates, points on a canvas, a thumbnail on hover), a query view (by
 click on the map, or by an uploaded image embedded on the fly) and a hunt view: mark images
 "yes" or "no" and the archive is ranked again from all marks (hunt.py), unmarked images first.
 
-Marks live in <run>/explore/marks.csv, the current ranking in ranking.csv beside it (both
-written atomically after every mark, under one lock, so two browser tabs marking at once lose
-nothing); they are read back when the explorer starts again. Thumbnails are made once from the
+Marks live in <run>/explore/marks.csv (written atomically after every mark, under one lock, so
+two browser tabs marking at once lose nothing), the current ranking in ranking.csv beside it
+(written with each ranking; one ranking answers every mark that arrived while the one before was
+computed); they are read back when the explorer starts again. Thumbnails are made once from the
 images and cached in <run>/explore/thumbs/; the full images are never sent. Exports go to
 <run>/explore/exports/hunt-<time>/: config.json, ranking.csv and contact_sheet.png.
 """
@@ -72,9 +73,12 @@ class Explorer:
         self.index_settings = settings.index
         self.folder = run.home / "explore"
         self.index_of = {name: i for i, name in enumerate(run.names)}
-        self.lock = threading.Lock()        # marks, ranking and their files
+        self.lock = threading.Lock()        # the marks and marks.csv
+        self.rank_lock = threading.Lock()   # one ranking computed at a time, and ranking.csv
         self.model_lock = threading.Lock()  # the model embeds one upload at a time
         self.marks = self._read_marks()
+        self.generation = 0                 # changes made to the marks so far
+        self.ranked = (-1, None)            # (generation, answer) of the newest ranking
         self.graph = None  # the hunt's neighbour graph (hunt.py)
         self.coords, self.map_source = self._map()
 
@@ -102,9 +106,9 @@ class Explorer:
         return unit_square(projected), ("the first two principal components: no SSL_Map map of these images yet "
                                         f"(python SSL_Map.py --RUN={self.run.run_dir} makes one)")
 
-    def missing(self) -> list:
+    def missing(self, marks=None) -> list:
         """Marked images that are no longer in the run's images (kept in marks.csv, left out of ranking)."""
-        return sorted(name for name in self.marks if name not in self.index_of)
+        return sorted(name for name in (self.marks if marks is None else marks) if name not in self.index_of)
 
     def row_of(self, name: str) -> int:
         try:
@@ -148,16 +152,32 @@ class Explorer:
                 "query_thumb": "data:image/png;base64," + base64.b64encode(shown.getvalue()).decode()}
 
     def current(self) -> dict:
-        """ranking() while no mark changes (requests are served from several threads)."""
+        """The hunt's ranking from every mark made so far."""
         with self.lock:
-            return self.ranking()
+            wanted = self.generation
+        return self.ranking_since(wanted)
 
-    def ranking(self) -> dict:
-        """The hunt's current ranking from all marks: method, rows (unmarked only), a copy of the
-        marks (the answer is sent after the lock is released). Call it holding the lock."""
-        yes = [self.index_of[n] for n, m in self.marks.items() if m == "yes" and n in self.index_of]
-        no = [self.index_of[n] for n, m in self.marks.items() if m == "no" and n in self.index_of]
-        state = {"marks": dict(self.marks), "missing": self.missing(), "rows": [], "method": ""}
+    def ranking_since(self, wanted: int) -> dict:
+        """A ranking from the marks as they were after change `wanted`, or later: clicks that
+        queue while one ranking is computed are all answered by the next (a refresh takes 0.3 s
+        at 100,000 images, bench/hunt_refresh.py; one each would keep the last click waiting for
+        every other). ranking.csv is written with each."""
+        with self.rank_lock:
+            if self.ranked[0] >= wanted:
+                return self.ranked[1]
+            with self.lock:
+                marks, generation = dict(self.marks), self.generation
+            state = self.ranking(marks)
+            with atomic_path(self.folder / "ranking.csv") as tmp:
+                ranking_table(state["rows"]).to_csv(tmp, index=False)
+            self.ranked = (generation, state)
+            return state
+
+    def ranking(self, marks: dict) -> dict:
+        """The hunt's ranking from these marks: method, rows (unmarked only), the marks."""
+        yes = [self.index_of[n] for n, m in marks.items() if m == "yes" and n in self.index_of]
+        no = [self.index_of[n] for n, m in marks.items() if m == "no" and n in self.index_of]
+        state = {"marks": marks, "missing": self.missing(marks), "rows": [], "method": ""}
         if not yes:
             state["method"] = "mark at least one image 'yes' to rank the archive"
             return state
@@ -182,10 +202,9 @@ class Explorer:
             with atomic_path(self.folder / "marks.csv") as tmp:
                 pd.DataFrame({"filename": list(self.marks), "mark": list(self.marks.values())},
                              columns=["filename", "mark"]).to_csv(tmp, index=False)
-            state = self.ranking()
-            with atomic_path(self.folder / "ranking.csv") as tmp:
-                ranking_table(state["rows"]).to_csv(tmp, index=False)
-        return state
+            self.generation += 1
+            wanted = self.generation
+        return self.ranking_since(wanted)
 
     def thumbnail(self, index: int) -> Path:
         name = self.run.names[index]

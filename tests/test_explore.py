@@ -360,3 +360,33 @@ def test_a_slow_mark_does_not_hold_up_other_requests(embedded_run):
         server.should_exit = True
     assert status == 200 and len(found["rows"]) == 3
     assert waited < 2, f"a search waited {waited:.1f} s behind a mark"
+
+
+def test_marks_that_arrive_together_are_answered_by_one_ranking(embedded_run):
+    from spacessl.explore import Explorer
+    from spacessl.runs import open_run
+
+    cfg = explore_settings(embedded_run)
+    explorer = Explorer(open_run(**keywords(cfg, *OPEN_RUN)), SSL_Explore.explore_settings(cfg))
+    real, rankings = explorer.ranking, []
+
+    def slow(marks):  # a refresh at archive scale
+        rankings.append(len(marks))
+        time.sleep(0.5)
+        return real(marks)
+    explorer.ranking = slow
+    names, answers = explorer.run.names[:8], {}
+
+    def click(name):
+        answers[name] = explorer.mark(name, "yes")
+    clicks = [threading.Thread(target=click, args=(name,)) for name in names]
+    for thread in clicks:
+        thread.start()
+    for thread in clicks:
+        thread.join()
+    assert all(answers[name]["marks"].get(name) == "yes" for name in names)  # each answer holds its own click
+    assert len(rankings) < len(names) and rankings[-1] == len(names)
+    saved = pd.read_csv(explorer.folder / "marks.csv")
+    assert sorted(saved["filename"]) == sorted(names)
+    shown = pd.read_csv(explorer.folder / "ranking.csv")["filename"].tolist()
+    assert shown == [row["filename"] for row in explorer.current()["rows"]] and not set(shown) & set(names)
