@@ -24,10 +24,10 @@ from spacessl.errors import UserError, require
 from spacessl.datamodule import PIPELINES, ArchiveData
 from spacessl.hardware import lightning_accelerator, lightning_precision, pick_device
 from spacessl.images import STRETCHES, detect_channels, find_images, loader_workers
-from spacessl.methods import NN_BANK_SHARE, RECIPES, peak_lr
+from spacessl.methods import RECIPES
 from spacessl.model import BACKBONES, VITS, SSLModel, load_start_weights, start_weights
 from spacessl.runs import prepare_run_dir, resume_checkpoint, run_name, training_data_dir, write_run_config
-from spacessl.training import fit, knn_monitor, save_untrained, split_files
+from spacessl.training import fit, knn_monitor, recipe_values, save_untrained, split_files
 
 # ---- hyperparameters --------------------------------------------------------------------------
 DATA_DIR = "data/oath/images/cropped_scaled"  # folder of images, searched recursively (png, jpg, tif, bmp, fits, npy, pgm)
@@ -144,20 +144,16 @@ def main(argv):
     accelerator, precision = lightning_accelerator(device), lightning_precision(device.type)
     pipeline = cfg["PIPELINE"] if cfg["PIPELINE"] != "auto" else "device" if device.type == "cuda" else "decode"
     method = preset_method(cfg["AUGMENTATION"], len(train_files)) if cfg["METHOD"] == "auto" else cfg["METHOD"]
-    recipe = RECIPES[method]
-    lr = cfg["LR"] or recipe.base_lr
-    weight_decay = cfg["WEIGHT_DECAY"] if cfg["WEIGHT_DECAY"] >= 0 else recipe.weight_decay
-    temperature = cfg["TEMPERATURE"] or preset_temperature(cfg["AUGMENTATION"])
-    nn_bank_size = cfg["NN_BANK_SIZE"] or max(1, len(train_files) // NN_BANK_SHARE)
-    warmup = min(cfg["WARMUP_EPOCHS"], max(0, cfg["MAX_EPOCHS"] - 1))
-    if warmup < cfg["WARMUP_EPOCHS"] and cfg["MAX_EPOCHS"] > 0 and rank == 0:
+    values = recipe_values(method, lr=cfg["LR"], weight_decay=cfg["WEIGHT_DECAY"], temperature=cfg["TEMPERATURE"],
+                           preset_temperature=preset_temperature(cfg["AUGMENTATION"]), nn_bank_size=cfg["NN_BANK_SIZE"],
+                           n_train=len(train_files), warmup_epochs=cfg["WARMUP_EPOCHS"],
+                           max_epochs=cfg["MAX_EPOCHS"], batch_size=cfg["BATCH_SIZE"])
+    if values["warmup_epochs"] < cfg["WARMUP_EPOCHS"] and cfg["MAX_EPOCHS"] > 0 and rank == 0:
         print(f"note: --WARMUP_EPOCHS={cfg['WARMUP_EPOCHS']} is not below MAX_EPOCHS={cfg['MAX_EPOCHS']}: "
-              f"warming up for {warmup} epoch(s)")
+              f"warming up for {values['warmup_epochs']} epoch(s)")
     resolved = {"data_dir": str(Path(cfg["DATA_DIR"]).resolve()), "method": method, "channels": channels,
                 "n_train": len(train_files), "n_val": len(val_files), "num_workers": workers,
-                "accelerator": accelerator, "precision": precision, "pipeline": pipeline, "optimizer": recipe.optimizer,
-                "base_lr": lr, "peak_lr": peak_lr(recipe, lr, cfg["BATCH_SIZE"]), "weight_decay": weight_decay,
-                "temperature": temperature, "nn_bank_size": nn_bank_size, "warmup_epochs": warmup}
+                "accelerator": accelerator, "precision": precision, "pipeline": pipeline, **values}
     run_dir = Path(cfg["CHECKPOINT_DIR"]) / (cfg["RUN_NAME"] or run_name(cfg["CHECKPOINT_DIR"], cfg["DATA_DIR"],
                                                                          method, rank))
     resume_from = resume_checkpoint(run_dir) if cfg["RESUME"] else None
@@ -176,11 +172,12 @@ def main(argv):
     model = SSLModel(method=method, backbone=cfg["BACKBONE"], in_channels=channels, input_size=cfg["INPUT_SIZE"],
                      augmentation=cfg["AUGMENTATION"], stretch=cfg["STRETCH"],
                      turned_search=preset_turned(cfg["AUGMENTATION"]), proj_hidden_dim=cfg["PROJ_HIDDEN_DIM"],
-                     proj_out_dim=cfg["PROJ_OUT_DIM"], pred_hidden_dim=cfg["PRED_HIDDEN_DIM"], temperature=temperature,
-                     momentum_start=cfg["MOMENTUM_START"], nn_bank_size=nn_bank_size, patch_size=cfg["PATCH_SIZE"],
-                     mask_ratio=cfg["MASK_RATIO"], decoder_dim=cfg["DECODER_DIM"],
-                     decoder_layers=cfg["DECODER_LAYERS"], lr=lr, weight_decay=weight_decay,
-                     warmup_epochs=warmup, max_epochs=cfg["MAX_EPOCHS"], batch_size=cfg["BATCH_SIZE"])
+                     proj_out_dim=cfg["PROJ_OUT_DIM"], pred_hidden_dim=cfg["PRED_HIDDEN_DIM"],
+                     temperature=values["temperature"], momentum_start=cfg["MOMENTUM_START"],
+                     nn_bank_size=values["nn_bank_size"], patch_size=cfg["PATCH_SIZE"], mask_ratio=cfg["MASK_RATIO"],
+                     decoder_dim=cfg["DECODER_DIM"], decoder_layers=cfg["DECODER_LAYERS"], lr=values["base_lr"],
+                     weight_decay=values["weight_decay"], warmup_epochs=values["warmup_epochs"],
+                     max_epochs=cfg["MAX_EPOCHS"], batch_size=cfg["BATCH_SIZE"])
     if cfg["INIT"] != "none" and not resume_from:
         load_start_weights(model, start_weights(cfg["INIT"], cfg["BACKBONE"]), cfg["INIT"])
     if cfg["MAX_EPOCHS"] == 0:

@@ -12,12 +12,27 @@ from pytorch_lightning.loggers import CSVLogger
 from .errors import UserError, require
 from .knn_monitor import KNNMonitor
 from .labels import match_labels, read_labels
+from .methods import NN_BANK_SHARE, RECIPES, peak_lr
 from .model import AtomicCheckpointIO, read_checkpoint
 
 COLLAPSE_SHARE = 0.25  # the collapse monitor warns below this share of the healthy output std
 # What a resumed run must share with its checkpoint for the weights to fit.
 SHAPE_KEYS = ("method", "backbone", "in_channels", "proj_hidden_dim", "proj_out_dim", "pred_hidden_dim",
               "patch_size", "decoder_dim", "decoder_layers")
+
+
+def recipe_values(method: str, *, lr: float, weight_decay: float, temperature: float, preset_temperature: float,
+                  nn_bank_size: int, n_train: int, warmup_epochs: int, max_epochs: int, batch_size: int) -> dict:
+    """What a run trains with: each setting as given, or where it asks for the default (0; a
+    negative weight decay) the method's recipe (methods.RECIPES), the preset's temperature and an
+    eighth of the training images as NNCLR's support set; the warm-up shortened to fit a short run."""
+    recipe = RECIPES[method]
+    lr = lr or recipe.base_lr
+    return {"optimizer": recipe.optimizer, "base_lr": lr, "peak_lr": peak_lr(recipe, lr, batch_size),
+            "weight_decay": weight_decay if weight_decay >= 0 else recipe.weight_decay,
+            "temperature": temperature or preset_temperature,
+            "nn_bank_size": nn_bank_size or max(1, n_train // NN_BANK_SHARE),
+            "warmup_epochs": min(warmup_epochs, max(0, max_epochs - 1))}
 
 
 def split_files(files: list, val_fraction: float, seed: int):
