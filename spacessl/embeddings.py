@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from .errors import UserError
 from .files import atomic_path, write_json
 from .hardware import autocast
-from .images import UNREADABLE_ERRORS, ImageFolder, collate_readable, file_stamps, from_stored, read_image
+from .images import UNREADABLE_ERRORS, ImageFolder, collate_readable, data_digest, file_stamps, from_stored, read_image
 from .progress import progress
 from .shards import Work, attempt_name, merge, plan_digest
 from .view import model_view
@@ -104,10 +104,8 @@ def embedded_batches(model, root, files, batch_size: int, num_workers: int, devi
 def cache_meta(checkpoint, root, files, stamps=None) -> dict:
     """What a cache of embeddings is made from; a cache is reused only if this is unchanged.
     stamps: file_stamps(root, files) when the caller has them."""
-    stamps = file_stamps(root, files) if stamps is None else stamps
-    digest = hashlib.sha256("".join(f"{name}\t{stamp}\n" for name, stamp in zip(files, stamps)).encode())
     return {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": file_digest(checkpoint),
-            "data_dir": str(Path(root).resolve()), "data_sha256": digest.hexdigest(), "n_files": len(files),
+            "data_dir": str(Path(root).resolve()), "data_sha256": data_digest(root, files, stamps), "n_files": len(files),
             "view": VIEW_VERSION, "format": CACHE_FORMAT}
 
 

@@ -70,7 +70,6 @@ class Explorer:
 
     def __init__(self, run, settings: ExploreSettings):
         self.run, self.settings = run, settings
-        self.index_settings = settings.index
         self.folder = run.home / "explore"
         self.index_of = {name: i for i, name in enumerate(run.names)}
         self.lock = threading.Lock()        # the marks and marks.csv
@@ -121,7 +120,7 @@ class Explorer:
 
     def table(self, direction: np.ndarray, k: int, exclude) -> list:
         found = neighbours(self.run, direction, min(k, len(self.index_of) - len(set(exclude))), exclude,
-                           self.settings.exact_limit, self.index_settings)
+                           self.settings.exact_limit, self.settings.index)
         return [{"index": self.index_of[name], "filename": name, "distance": float(distance)}
                 for _, name, distance in found.itertuples(index=False)]
 
@@ -182,7 +181,7 @@ class Explorer:
             state["method"] = "mark at least one image 'yes' to rank the archive"
             return state
         if self.graph is None:  # built (or read from its cache) at the first ranking, not at start-up
-            self.graph = hunt_graph(self.run, self.settings.exact_limit, self.index_settings)
+            self.graph = hunt_graph(self.run, self.settings.exact_limit, self.settings.index)
         found, how = hunt_neighbours(self.run, self.graph, yes, no, self.settings.shown, yes + no)
         state["method"] = how
         state["rows"] = [{"index": self.index_of[name], "filename": name, "distance": float(distance)}

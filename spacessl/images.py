@@ -151,17 +151,21 @@ def file_stamps(root, files) -> list:
     touched, and when its content is rewritten with the same size and its old mtime put back
     (cp -p, rsync -t): the inode change time moves on every write and cannot be set back.
     Hashing every image's content instead would read the whole archive on each search."""
-    stamps = []
+    stamps, seen = [], {}
     for name in files:
-        stat = source_file(root, name).stat()
-        stamps.append(f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}")
+        source = source_file(root, name)
+        if source not in seen:  # the frames of a multi-frame file share its one stamp
+            stat = source.stat()
+            seen[source] = f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
+        stamps.append(seen[source])
     return stamps
 
 
-def data_digest(root, files) -> str:
-    """Changes when an image is added, removed, replaced or touched (see file_stamps)."""
+def data_digest(root, files, stamps=None) -> str:
+    """Changes when an image is added, removed, replaced or touched (see file_stamps; pass them
+    when already made)."""
     digest = hashlib.sha256()
-    for name, stamp in zip(files, file_stamps(root, files)):
+    for name, stamp in zip(files, file_stamps(root, files) if stamps is None else stamps):
         digest.update(f"{name}\t{stamp}\n".encode())
     return digest.hexdigest()
 

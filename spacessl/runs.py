@@ -100,11 +100,9 @@ def checkpoint_path(run: str, checkpoint: str) -> Path:
     return Path(checkpoint)
 
 
-def embedding_cache_dir(checkpoint: Path, data_dir: Path, run_dir=None) -> Path:
-    """<run>/embeddings/<checkpoint name>__<data folder name>/: one cache per model and folder
-    (run: the checkpoint's folder unless given)."""
-    run_dir = checkpoint.parent if run_dir is None else Path(run_dir)
-    return run_dir / "embeddings" / f"{checkpoint.stem}__{Path(data_dir).resolve().name}"
+def embedding_cache_dir(checkpoint: Path, data_dir: Path, run_dir: Path) -> Path:
+    """<run>/embeddings/<checkpoint name>__<data folder name>/: one cache per model and folder."""
+    return Path(run_dir) / "embeddings" / f"{checkpoint.stem}__{Path(data_dir).resolve().name}"
 
 
 def training_data_dir(run_dir: Path) -> Path:

@@ -83,27 +83,23 @@ class Work:
     def finished(self) -> dict:
         """{plan position: (shard name, row)} of every row earlier attempts of this plan finished
         (the first shard's where two hold it); {} for another plan's folder."""
-        done = {}
-        if not self.same_plan:
-            return done
-        for shard, attempt in self._shards():
-            count = self._count(shard)
-            if count and attempt != self.attempt:
-                positions = np.load(self.folder / f"{shard}.idx.npy", mmap_mode="r")[:count]
-                for row, position in enumerate(positions.tolist()):
-                    done.setdefault(position, (shard, row))
-        return done
+        return self._rows(skip=self.attempt) if self.same_plan else {}
 
     def writer(self, rank: int, capacity: int, width: int) -> "ShardWriter":
         return ShardWriter(self.folder, f"{self.attempt}.r{rank}", capacity, width)
 
     def written(self) -> dict:
         """finished() plus the rows of this attempt's shards (for the merge, after every rank ended)."""
+        return self._rows()
+
+    def _rows(self, skip: str = "") -> dict:
+        """{plan position: (shard name, row)} of the counted rows of every shard but attempt `skip`'s."""
         done = {}
-        for shard, _ in self._shards():
-            positions = np.load(self.folder / f"{shard}.idx.npy", mmap_mode="r")[:self._count(shard)]
-            for row, position in enumerate(positions.tolist()):
-                done.setdefault(position, (shard, row))
+        for shard, attempt in self._shards():
+            if attempt != skip:
+                positions = np.load(self.folder / f"{shard}.idx.npy", mmap_mode="r")[:self._count(shard)]
+                for row, position in enumerate(positions.tolist()):
+                    done.setdefault(position, (shard, row))
         return done
 
     def vectors(self, shard: str):
